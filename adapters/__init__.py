@@ -1,0 +1,49 @@
+"""Model backends behind one interface; `create_adapter` turns a `provider/model` spec into one."""
+from __future__ import annotations
+
+import os
+
+from .base import Adapter, AdapterError, ChatRequest, ChatResponse, GenerationParams
+
+PROVIDERS = ("openai", "vllm", "random")
+VLLM_DEFAULT_BASE_URL = "http://localhost:8000/v1"
+
+__all__ = ["Adapter", "AdapterError", "ChatRequest", "ChatResponse", "GenerationParams",
+           "create_adapter", "split_spec", "PROVIDERS"]
+
+
+def split_spec(spec: str) -> tuple[str, str]:
+    """`provider/model`, split at the first slash (`vllm/Qwen/Qwen2-VL-7B-Instruct`)."""
+    provider, _, model = spec.partition("/")
+    if provider not in PROVIDERS:
+        raise ValueError(f"--model {spec!r}: unknown provider {provider!r}; "
+                         f"use one of {', '.join(PROVIDERS)} (e.g. openai/gpt-4o, vllm/MODEL, random)")
+    if provider != "random" and not model:
+        raise ValueError(f"--model {spec!r}: missing the model name after '{provider}/'")
+    return provider, model
+
+
+def create_adapter(spec: str, *, base_url: str | None = None, api_key_env: str | None = None,
+                   seed: int | None = 0, timeout: float = 120.0, concurrency: int = 32,
+                   image_detail: str | None = None) -> Adapter:
+    provider, model = split_spec(spec)
+    if provider == "random":
+        from .random_baseline import RandomAdapter
+
+        return RandomAdapter(seed)
+    from .openai_compat import OpenAICompatAdapter
+
+    if provider == "openai":
+        key_var = api_key_env or "OPENAI_API_KEY"
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
+        detail = image_detail or "high"
+    else:
+        key_var = api_key_env or "VLLM_API_KEY"
+        base_url = base_url or VLLM_DEFAULT_BASE_URL
+        detail = image_detail  # vLLM ignores detail; send it only when asked
+    api_key = os.environ.get(key_var)
+    if provider == "openai" and not api_key and base_url is None:
+        raise ValueError(f"--model {spec!r}: set {key_var} (or --api-key-env NAME), "
+                         "or point --base-url at an OpenAI-compatible server")
+    return OpenAICompatAdapter(spec, model, base_url=base_url, api_key=api_key, timeout=timeout,
+                               image_detail=detail, concurrency=concurrency)

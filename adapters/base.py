@@ -1,0 +1,79 @@
+"""The one small async interface every model backend implements.
+
+An adapter makes exactly one attempt per call and *classifies* its failures (`AdapterError.retryable`);
+retrying lives in one place, `harness.retry`.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    temperature: float = 0.0
+    max_tokens: int = 1024
+    top_p: float | None = None
+    seed: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens,
+                "top_p": self.top_p, "seed": self.seed}
+
+
+@dataclass
+class ChatRequest:
+    """Provider-neutral messages (image parts are `{"type": "image"}`) plus the one image."""
+
+    item_id: str
+    messages: list[dict[str, Any]]
+    image_data_url: str | None
+    params: GenerationParams
+    option_letters: str = ""
+
+
+@dataclass
+class ChatResponse:
+    text: str
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    latency_s: float = 0.0
+    attempts: int = 1
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class AdapterError(Exception):
+    """A failed attempt, typed so the retry policy can decide without knowing the provider."""
+
+    def __init__(self, kind: str, message: str, *, retryable: bool, status: int | None = None,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.kind = kind  # rate_limit | server | connection | timeout | bad_response | client | config
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+        self.attempts = 1
+
+    def as_record(self) -> dict[str, Any]:
+        return {"type": self.kind, "status": self.status, "message": self.message,
+                "attempts": self.attempts}
+
+
+class Adapter(ABC):
+    """A model backend: `complete` one request, `describe` itself for the manifest (no secrets)."""
+
+    spec: str
+
+    @abstractmethod
+    async def complete(self, request: ChatRequest) -> ChatResponse: ...
+
+    def describe(self) -> dict[str, Any]:
+        return {"spec": self.spec}
+
+    async def aclose(self) -> None:
+        return None
+
+    def __repr__(self) -> str:  # never leak configuration such as keys through a repr
+        return f"{type(self).__name__}({self.spec!r})"

@@ -1,0 +1,85 @@
+"""Encode an image once into the data URL every question about it reuses.
+
+PNG and JPEG bytes are sent as stored (no silent re-encoding or downscaling); other formats are
+converted to PNG. `max_pixels` downscales only when the user asks, and the record says so.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from dataclasses import dataclass
+
+from PIL import Image as PILImage
+
+FORMATS = ("auto", "png", "jpeg")
+_MIME = {"PNG": "image/png", "JPEG": "image/jpeg"}
+
+
+class ImageError(ValueError):
+    """The image bytes are missing, corrupt or cannot be converted."""
+
+
+@dataclass(frozen=True)
+class EncodedImage:
+    data_url: str
+    mime: str
+    sha256: str  # of the bytes sent
+    width: int
+    height: int
+    resized: bool
+
+    def describe(self) -> dict:
+        """What the per-sample log records about the image (never the base64 payload)."""
+        return {"mime": self.mime, "sha256": self.sha256, "width": self.width,
+                "height": self.height, "resized": self.resized}
+
+    @property
+    def raw_bytes(self) -> bytes:
+        return base64.b64decode(self.data_url.split(",", 1)[1])
+
+
+def encode_image(raw: bytes | None, *, image_format: str = "auto",
+                 max_pixels: int | None = None) -> EncodedImage:
+    """Validate and encode image bytes as a base64 data URL."""
+    if not raw:
+        raise ImageError("image bytes are missing or empty")
+    if image_format not in FORMATS:
+        raise ImageError(f"unknown image format {image_format!r}; choose from {FORMATS}")
+    try:
+        with PILImage.open(io.BytesIO(raw)) as probe:
+            probe.verify()  # checks structure without a full decode
+        img = PILImage.open(io.BytesIO(raw))
+        src_format = img.format or ""
+        width, height = img.size
+        target = src_format if image_format == "auto" else image_format.upper()
+        if target not in _MIME:
+            target = "PNG"
+        too_big = max_pixels is not None and width * height > max_pixels
+        if target == src_format and not too_big:
+            payload = raw
+        else:
+            img.load()
+            if too_big:
+                scale = (max_pixels / (width * height)) ** 0.5
+                img = img.resize((max(1, int(width * scale)), max(1, int(height * scale))),
+                                 PILImage.Resampling.LANCZOS)
+            if target == "JPEG" and img.mode not in ("RGB", "L"):
+                img = img.convert("RGB")
+            buf = io.BytesIO()
+            img.save(buf, format=target, **({"quality": 95} if target == "JPEG" else {}))
+            payload = buf.getvalue()
+            width, height = img.size
+    except ImageError:
+        raise
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise ImageError(f"cannot read image: {exc}") from exc
+    mime = _MIME[target]
+    return EncodedImage(
+        data_url=f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}",
+        mime=mime,
+        sha256=hashlib.sha256(payload).hexdigest(),
+        width=width,
+        height=height,
+        resized=too_big,
+    )

@@ -1,0 +1,99 @@
+"""The one results format: a run folder with samples.jsonl, manifest.json, summary.json, summary.md.
+
+`samples.jsonl` is append-only: each record is one whole line, flushed at once and fsync'd at least
+every second and on close, so a crash loses at most the requests in flight; a torn last line is
+detected and dropped when the file is read back.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+SAMPLES = "samples.jsonl"
+MANIFEST = "manifest.json"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+
+
+class SampleWriter:
+    """Append whole JSON lines; flush each, fsync at most `fsync_every_s` apart and on close."""
+
+    def __init__(self, path: Path, fsync_every_s: float = 1.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _drop_torn_tail(self.path)
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._fsync_every_s = fsync_every_s
+        self._last_sync = time.monotonic()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        now = time.monotonic()
+        if now - self._last_sync >= self._fsync_every_s:
+            os.fsync(self._file.fileno())
+            self._last_sync = now
+
+    def close(self) -> None:
+        if not self._file.closed:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+
+    def __enter__(self) -> "SampleWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """Truncate a last line that a crash left without its newline (it cannot be trusted)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return
+        f.seek(0)
+        data = f.read()
+        f.truncate(data.rfind(b"\n") + 1)
+
+
+def read_samples(path: Path) -> Iterator[dict[str, Any]]:
+    """Records from a samples.jsonl, skipping a torn or corrupt line (reported on stderr)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SAMPLES
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.endswith("\n") or not line.strip():
+                continue  # torn tail of a crashed run, or blank
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                import sys
+
+                print(f"warning: {path}:{lineno}: unreadable record skipped", file=sys.stderr)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write atomically (temp file + rename), so a reader never sees half a file."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

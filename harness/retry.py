@@ -1,0 +1,56 @@
+"""The one retry policy: exponential backoff with full jitter, honouring `Retry-After`.
+
+Adapters only classify failures (`AdapterError.retryable`); this module decides what to do with them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from tenacity import (AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt,
+                      wait_random_exponential)
+
+from adapters.base import AdapterError, ChatResponse
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    initial_wait_s: float = 1.0
+    max_wait_s: float = 60.0
+
+    async def call(self, attempt: Callable[[], Awaitable[ChatResponse]],
+                   on_retry: Callable[[AdapterError], None] | None = None) -> ChatResponse:
+        """Run `attempt` until it succeeds, fails for good, or attempts run out.
+
+        Raises the last `AdapterError` with `.attempts` set to how many were made.
+        """
+        jitter = wait_random_exponential(multiplier=self.initial_wait_s, max=self.max_wait_s)
+
+        def wait(state: RetryCallState) -> float:
+            exc = state.outcome.exception() if state.outcome else None
+            floor = getattr(exc, "retry_after", None) or 0.0
+            return max(min(floor, self.max_wait_s), jitter(state))
+
+        def before_sleep(state: RetryCallState) -> None:
+            if on_retry is not None and state.outcome is not None:
+                on_retry(state.outcome.exception())
+
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.max_attempts),
+            wait=wait,
+            retry=retry_if_exception(lambda e: isinstance(e, AdapterError) and e.retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        number = 0
+        try:
+            async for attempt_ctx in retrying:
+                number = attempt_ctx.retry_state.attempt_number
+                with attempt_ctx:
+                    response = await attempt()
+        except AdapterError as exc:
+            exc.attempts = number
+            raise
+        response.attempts = number
+        return response

@@ -1,0 +1,70 @@
+"""Summary tables in the paper's layout, as Markdown (summary.md and the terminal)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .data import COARSE_TYPES, FINE_TOTAL_EXCLUDED
+
+
+def fmt(stat: dict[str, Any] | None, clustered: bool = False) -> str:
+    """`62.68 ± 0.35` in percent, as Table 1 prints it."""
+    if not stat or stat.get("accuracy") is None:
+        return "–"
+    pm = stat["cluster_pm"] if clustered else stat["pm"]
+    return f"{100 * stat['accuracy']:.2f} ± {100 * pm:.2f}"
+
+
+def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = None) -> str:
+    lines: list[str] = []
+    if manifest:
+        lines += [
+            f"# uBench results: {manifest['model']['spec']} · prompt `{manifest['template']['name']}`",
+            "",
+            f"Dataset {manifest['dataset']['kind']} @ `{manifest['dataset']['revision']}` · "
+            f"harness {manifest['harness_version']} · seed {manifest['seed']}",
+            "",
+        ]
+    lines += [
+        f"{summary['n_scored']} items scored, {summary['n_errors']} errors (not scored), "
+        f"invalid rate {_pct(summary['invalid_rate'])}, {summary['n_data_warnings']} data warnings.",
+        "",
+        "Accuracy % ± 95% bootstrap CI (basic, over items, as in the paper); "
+        f"fine excludes {', '.join(FINE_TOTAL_EXCLUDED)}.",
+        "",
+    ]
+    head = ["scorer", "coarse", "fine", *COARSE_TYPES, "pathology coarse", "pathology fine"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for scorer, groups in summary["scorers"].items():
+        cells = [groups.get("coarse"), groups.get("fine"),
+                 *(groups.get(f"question_type/{qt}") for qt in COARSE_TYPES),
+                 groups.get("pathology/coarse"), groups.get("pathology/fine")]
+        lines.append("| " + " | ".join([scorer, *(fmt(c) for c in cells)]) + " |")
+    chance = summary["scorers"]["robust"]
+    lines.append("| chance | " + " | ".join(
+        _pct(chance.get(k, {}).get("chance")) for k in
+        ["coarse", "fine", *(f"question_type/{qt}" for qt in COARSE_TYPES),
+         "pathology/coarse", "pathology/fine"]) + " |")
+    lines += ["", "Clustered by image (robust scorer): coarse "
+              f"{fmt(chance.get('coarse'), True)}, fine {fmt(chance.get('fine'), True)}.", ""]
+
+    datasets = sorted({name.split("/")[1] for name in chance if name.startswith("dataset/")})
+    lines += ["## Per dataset", "",
+              "| dataset | fine n | fine official | fine robust | coarse n | coarse official | "
+              "coarse robust |", "|---|---|---|---|---|---|---|"]
+    off = summary["scorers"]["official"]
+    for ds in datasets:
+        f, c = f"dataset/{ds}/fine", f"dataset/{ds}/coarse"
+        lines.append(f"| {ds} | {chance.get(f, {}).get('n', 0)} | {fmt(off.get(f))} | "
+                     f"{fmt(chance.get(f))} | {chance.get(c, {}).get('n', 0)} | {fmt(off.get(c))} | "
+                     f"{fmt(chance.get(c))} |")
+    lines += ["", "## Parser rules (robust scorer)", "", "| rule | n | accuracy |", "|---|---|---|"]
+    for rule, info in summary["rules"].items():
+        lines.append(f"| {rule} | {info['n']} | {_pct(info['accuracy'])} |")
+    if summary["errors_by_type"]:
+        lines += ["", "## Errors (not scored)", "", "| type | n |", "|---|---|"]
+        lines += [f"| {t} | {n} |" for t, n in summary["errors_by_type"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.2f}"

@@ -1,0 +1,209 @@
+"""The project's own OpenAI-compatible chat-completions server, for tests and benchmarks.
+
+A real HTTP server (aiohttp) on 127.0.0.1 that answers in configurable styles, with injectable
+latency. Run it in-process (`TestServer(...)` as a context manager, in a background thread) or as
+`python -m harness.testserver --style random --latency 0.2`.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from aiohttp import web
+
+Responder = Callable[[dict[str, Any]], str]
+_OPTION_LINE = re.compile(r"^\(?([A-H])[\)\.]\s", re.M)
+
+
+def request_key(text: str, image_url: str | None) -> str:
+    """Identifies what was asked: the prompt text plus the image it was asked about."""
+    image = hashlib.sha256((image_url or "").encode()).hexdigest()
+    return hashlib.sha256(f"{text}\0{image}".encode()).hexdigest()
+
+
+def prompt_parts(body: dict[str, Any]) -> tuple[str, str | None]:
+    """All text of the request's messages, and the (last) image URL."""
+    texts, image = [], None
+    for msg in body.get("messages", []):
+        content = msg.get("content")
+        if isinstance(content, str):
+            texts.append(content)
+            continue
+        for part in content or []:
+            if part.get("type") == "text":
+                texts.append(part.get("text", ""))
+            elif part.get("type") == "image_url":
+                image = part["image_url"]["url"]
+    return "\n".join(texts), image
+
+
+def option_letters(text: str) -> list[str]:
+    return _OPTION_LINE.findall(text) or ["A"]
+
+
+def make_responder(style: str, answers: dict[str, str] | None = None) -> Responder:
+    """Named answering styles: `letter:X`, `first`, `random[:SEED]`, `cot`, `answers` (by key)."""
+    name, _, arg = style.partition(":")
+    if name == "letter":
+        return lambda body: arg or "A"
+    if name == "first":
+        return lambda body: option_letters(prompt_parts(body)[0])[0]
+    if name == "random":
+        seed = int(arg or 0)
+
+        def pick(body: dict[str, Any]) -> str:
+            text, image = prompt_parts(body)
+            rng = random.Random(f"{seed}:{request_key(text, image)}")
+            return rng.choice(option_letters(text))
+        return pick
+    if name == "cot":
+        def think(body: dict[str, Any]) -> str:
+            letters = option_letters(prompt_parts(body)[0])
+            return (f"Looking at the image, option {letters[0]} seems unlikely. "
+                    f"The morphology fits best with the last listed choice.\n"
+                    f"The answer is ({letters[-1]}).")
+        return think
+    if name == "answers":
+        table = answers or {}
+        return lambda body: table.get(request_key(*prompt_parts(body)), "I am not sure.")
+    raise ValueError(f"unknown style {style!r}")
+
+
+@dataclass
+class Behaviour:
+    """How the server answers; tests may change fields while it runs."""
+
+    responder: Responder
+    latency_s: float = 0.0
+    usage: bool = True
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    by_key: Counter = field(default_factory=Counter)
+    models: Counter = field(default_factory=Counter)
+    bodies: list = field(default_factory=list)
+    keep_bodies: bool = False
+
+
+def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
+    async def chat(request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except json.JSONDecodeError:
+            return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
+        if not body.get("messages"):
+            return web.json_response({"error": {"message": "'messages' is required"}}, status=400)
+        stats.requests += 1
+        text, image = prompt_parts(body)
+        stats.by_key[request_key(text, image)] += 1
+        stats.models[body.get("model")] += 1
+        if stats.keep_bodies:
+            stats.bodies.append(body)
+        if behaviour.latency_s:
+            await asyncio.sleep(behaviour.latency_s)
+        answer = behaviour.responder(body)
+        return web.json_response(completion(body.get("model", "test"), answer, behaviour.usage))
+
+    async def models(request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "test", "object": "model"}]})
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/health", health)
+    return app
+
+
+def completion(model: str, text: str, usage: bool = True) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{time.monotonic_ns()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": text}}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": max(1, len(text) // 4),
+                  "total_tokens": 10 + max(1, len(text) // 4)} if usage else None,
+    }
+
+
+class TestServer:
+    """The server in a background thread: `with TestServer("random") as s: s.base_url`."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, style: str | Responder = "random", *, latency_s: float = 0.0,
+                 answers: dict[str, str] | None = None, port: int = 0):
+        responder = style if callable(style) else make_responder(style, answers)
+        self.behaviour = Behaviour(responder, latency_s)
+        self.stats = Stats()
+        self._port = port
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.port: int | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        runner = web.AppRunner(build_app(self.behaviour, self.stats), access_log=None)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", self._port)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]
+        self._runner = runner
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+
+    def start(self) -> "TestServer":
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("test server did not start")
+        return self
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+    def __enter__(self) -> "TestServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--style", default="random")
+    parser.add_argument("--latency", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    server = TestServer(args.style, latency_s=args.latency, port=args.port).start()
+    print(server.base_url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Prompt templates: YAML files validated by a JSON Schema, rendered into chat messages.
+
+Rendered messages are provider-neutral: image parts stay `{"type": "image"}` (the Hugging Face
+chat-template form); each adapter turns them into its wire format, so logs never hold base64.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+PROMPTS_DIR = Path(__file__).parent
+SCHEMA = json.loads((PROMPTS_DIR / "schema.json").read_text())
+PLACEHOLDERS = {"question", "options", "letters"}
+OPTION_PLACEHOLDERS = {"letter", "text"}
+
+
+class TemplateError(ValueError):
+    """A template file is invalid, or cannot render an item."""
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    description: str
+    messages: tuple[dict[str, Any], ...]
+    option_format: str
+    option_separator: str
+    sha256: str  # of the canonical JSON of the validated template
+    path: str
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.name, "sha256": self.sha256, "path": self.path}
+
+
+def builtin_names() -> list[str]:
+    return sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml"))
+
+
+def load_template(name_or_path: str) -> Template:
+    """Load a built-in template by name, or any template file by path."""
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = PROMPTS_DIR / f"{name_or_path}.yaml"
+        if not path.exists():
+            raise TemplateError(
+                f"unknown prompt {name_or_path!r}; built-in: {', '.join(builtin_names())}, "
+                "or pass a path to a .yaml file"
+            )
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise TemplateError(f"{path}: cannot read template: {exc}") from exc
+    return template_from_dict(data, str(path))
+
+
+def template_from_dict(data: Any, origin: str = "<dict>") -> Template:
+    try:
+        jsonschema.validate(data, SCHEMA)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "(top level)"
+        raise TemplateError(f"{origin}: field {where}: {exc.message}") from exc
+    option_format = data.get("option_format", "{letter}) {text}")
+    _check_placeholders(option_format, OPTION_PLACEHOLDERS, f"{origin}: field option_format")
+    for i, msg in enumerate(data["messages"]):
+        for j, part in enumerate(msg["content"]):
+            if part["type"] == "text":
+                _check_placeholders(part["text"], PLACEHOLDERS,
+                                    f"{origin}: field messages/{i}/content/{j}/text")
+    canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return Template(
+        name=data["name"],
+        description=data["description"].strip(),
+        messages=tuple(data["messages"]),
+        option_format=option_format,
+        option_separator=data.get("option_separator", "\n"),
+        sha256=hashlib.sha256(canonical.encode()).hexdigest(),
+        path=origin,
+    )
+
+
+def _check_placeholders(text: str, allowed: set[str], where: str) -> None:
+    try:
+        fields = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
+    except ValueError as exc:
+        raise TemplateError(f"{where}: {exc} (write literal braces as {{{{ and }}}})") from exc
+    unknown = fields - allowed
+    if unknown:
+        raise TemplateError(f"{where}: unknown placeholder(s) {sorted(unknown)}; "
+                            f"allowed: {sorted(allowed)}")
+
+
+def render(template: Template, question: str, options: dict[str, str]) -> list[dict[str, Any]]:
+    """Chat messages for one item; `options` maps letters to option texts in display order."""
+    lines = template.option_separator.join(
+        template.option_format.format(letter=letter, text=text) for letter, text in options.items()
+    )
+    values = {"question": question, "options": lines, "letters": ", ".join(options)}
+    messages = []
+    for msg in template.messages:
+        content = [
+            {"type": "text", "text": part["text"].format(**values)} if part["type"] == "text"
+            else {"type": "image"}
+            for part in msg["content"]
+        ]
+        messages.append({"role": msg["role"], "content": content})
+    return messages
