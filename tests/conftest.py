@@ -1,0 +1,85 @@
+"""Shared fixtures: the loopback OpenAI-compatible server, the real rows, CLI runner helpers."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.testserver import TestServer
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL10 = ROOT.parent / "shared" / "ubench" / "real10"
+
+
+@pytest.fixture
+def server():
+    """A fresh test server answering a seeded random letter; tests may swap `behaviour`."""
+    with TestServer("random") as s:
+        yield s
+
+
+@pytest.fixture
+def real10() -> Path:
+    if not (REAL10 / "questions.jsonl").exists():
+        pytest.skip(f"the ten real uBench rows are not here ({REAL10}); they live in shared/, "
+                    "outside the project, and are never committed")
+    return REAL10
+
+
+def ubench(*args: str, env: dict | None = None, check: bool = True,
+           timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the `ubench` CLI the way a user does, in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                          text=True, env=full_env, timeout=timeout, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ubench {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def build_real10_parquet(real10: Path, out: Path) -> Path:
+    """The ten real rows as a local uBench copy (Parquet in the real schema, coarse questions null)."""
+    import datasets as hf
+
+    from harness.synthetic import ubench_features
+
+    rows = []
+    questions = [json.loads(line) for line in (real10 / "questions.jsonl").read_text().splitlines()]
+    labels = sorted({q["answer"] for q in questions})
+    for q in questions:
+        image = (real10 / "images" / f"{q['image_id']}.png").read_bytes()
+        rows.append({
+            "image_id": q["image_id"], "image": {"bytes": image, "path": f"{q['image_id']}.png"},
+            "label": labels.index(q["answer"]), "label_name": q["answer"], "dataset": q["dataset"],
+            "domain": "pathology", "institution": None, "license": "CC-BY-SA-4.0",
+            "microns_per_pixel": None, "modality": "light microscopy", "ncbitaxon_id": 9606,
+            "ncbitaxon_name": "Homo sapiens", "pmid": None, "split": "test", "stain": "Giemsa",
+            "subdomain": "hematology", "submodality": "brightfield microscopy", "synthetic": False,
+            "captions": None,
+            "questions": {
+                "classification": {"question": q["question"], "options": q["options"],
+                                   "answer": q["answer"], "answer_idx": q["answer_idx"],
+                                   "id": q["image_id"], "name": "cell type"},
+                "domain": None, "modality": None, "stain": None, "subdomain": None,
+                "submodality": None,
+            },
+            "bbox": None, "polygon": None,
+        })
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "real10.parquet"
+    hf.Dataset.from_list(rows, features=ubench_features(labels)).to_parquet(str(path))
+    return path
+
+
+@pytest.fixture
+def real10_dataset(real10, tmp_path) -> Path:
+    return build_real10_parquet(real10, tmp_path / "real10")
