@@ -12,7 +12,20 @@ import pytest
 from harness.testserver import TestServer
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL10 = ROOT.parent / "shared" / "ubench" / "real10"
+
+
+def _find_real10() -> Path:
+    """shared/ sits beside the checkout (or above a worktree); UBENCH_REAL10 overrides."""
+    if os.environ.get("UBENCH_REAL10"):
+        return Path(os.environ["UBENCH_REAL10"])
+    for parent in ROOT.parents:
+        candidate = parent / "shared" / "ubench" / "real10"
+        if candidate.exists():
+            return candidate
+    return ROOT.parent / "shared" / "ubench" / "real10"
+
+
+REAL10 = _find_real10()
 
 
 @pytest.fixture
