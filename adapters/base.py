@@ -72,6 +72,10 @@ class Adapter(ABC):
     def describe(self) -> dict[str, Any]:
         return {"spec": self.spec}
 
+    def cache_identity(self) -> dict[str, Any] | None:
+        """What, besides the request, decides the answer; None when caching makes no sense."""
+        return None
+
     async def aclose(self) -> None:
         return None
 

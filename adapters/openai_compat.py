@@ -24,6 +24,7 @@ class OpenAICompatAdapter(Adapter):
         self.base_url = base_url
         self.image_detail = image_detail
         self.timeout = timeout
+        self._secret = api_key
         self._client = openai.AsyncOpenAI(
             api_key=api_key or "EMPTY",
             base_url=base_url,
@@ -36,6 +37,13 @@ class OpenAICompatAdapter(Adapter):
         return {"spec": self.spec, "model": self.model, "base_url": str(self._client.base_url),
                 "image_detail": self.image_detail, "timeout_s": self.timeout,
                 "openai_sdk": openai.__version__}
+
+    def cache_identity(self) -> dict[str, Any]:
+        return {"spec": self.spec, "base_url": str(self._client.base_url)}
+
+    def redact(self, text: str) -> str:
+        """Servers may echo the key in an error message; it never leaves the adapter."""
+        return text.replace(self._secret, "***") if self._secret else text
 
     def wire_messages(self, request: ChatRequest) -> list[dict[str, Any]]:
         """Provider-neutral messages → OpenAI content parts with the image as a data URL."""
@@ -54,6 +62,14 @@ class OpenAICompatAdapter(Adapter):
         return out
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        try:
+            return await self._complete(request)
+        except AdapterError as exc:
+            exc.message = self.redact(exc.message)
+            exc.args = (exc.message,)
+            raise
+
+    async def _complete(self, request: ChatRequest) -> ChatResponse:
         p = request.params
         kwargs: dict[str, Any] = {"temperature": p.temperature, "max_tokens": p.max_tokens}
         if p.top_p is not None:

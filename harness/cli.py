@@ -56,11 +56,12 @@ def _split_csv(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--image-detail", type=click.Choice(["high", "low", "auto"]), default=None,
               help="OpenAI image detail (default high for openai/, unset for vllm/).")
 @click.option("--force", is_flag=True, help="Start over in an output folder of another run.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def run_cmd(model, output, dataset, revision, prompt, base_url, api_key_env, datasets_,
             question_types, include_excluded, limit, concurrency, temperature, max_tokens, top_p,
             seed, timeout, max_attempts, image_format, max_image_pixels, image_detail, force,
-            no_progress) -> None:
+            no_cache, no_progress) -> None:
     """Evaluate MODEL on uBench and write samples.jsonl, manifest.json and summaries."""
     from .runner import RunConfig, RunError, run
     from .tables import summary_markdown
@@ -76,7 +77,7 @@ def run_cmd(model, output, dataset, revision, prompt, base_url, api_key_env, dat
         include_excluded=include_excluded, concurrency=concurrency, temperature=temperature,
         max_tokens=max_tokens, top_p=top_p, seed=seed, timeout=timeout,
         max_attempts=max_attempts, image_format=image_format, max_pixels=max_image_pixels,
-        image_detail=image_detail, force=force, progress=not no_progress,
+        image_detail=image_detail, force=force, use_cache=not no_cache, progress=not no_progress,
     )
     try:
         summary = run(config)
@@ -101,6 +102,30 @@ def score_cmd(run_dir: Path) -> None:
     summary = finalize(run_dir)
     manifest = read_json(run_dir / MANIFEST) if (run_dir / MANIFEST).exists() else None
     click.echo(summary_markdown(summary, manifest))
+
+
+@main.group("cache")
+def cache_group() -> None:
+    """The response cache ($UBENCH_CACHE_DIR, else ~/.cache/ubench)."""
+
+
+@cache_group.command("info")
+def cache_info() -> None:
+    """Where the cache is, how many responses it holds, and its size."""
+    from .cache import ResponseCache
+
+    info = ResponseCache().info()
+    click.echo(f"{info['path']}: {info['entries']} responses, {info['bytes'] / 1e6:.1f} MB")
+
+
+@cache_group.command("clear")
+@click.confirmation_option(prompt="Delete every cached response?")
+def cache_clear() -> None:
+    """Delete every cached response."""
+    from .cache import ResponseCache
+
+    n = ResponseCache().clear()
+    click.echo(f"deleted {n} cached responses")
 
 
 @main.command("prompts")

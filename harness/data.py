@@ -125,18 +125,30 @@ def _local_fingerprint(path: Path) -> str:
     return f"local-sha256:{h.hexdigest()[:16]}"
 
 
-def iter_rows(source: DatasetSource) -> Iterator[dict[str, Any]]:
-    """Stream raw uBench rows with the image left undecoded as `{bytes, path}`."""
+COUNT_COLUMNS = ["image_id", "dataset", "stain", "questions"]
+
+
+def iter_rows(source: DatasetSource, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Stream raw uBench rows with the image left undecoded as `{bytes, path}`.
+
+    `columns` reads only those columns (cheap for Parquet; used to count items up front).
+    """
     try:
-        ds = _open(source)
+        ds = _open(source, columns)
     except DatasetLoadError:
         raise
     except Exception as exc:  # datasets raises many types; the user needs one sentence
         raise DatasetLoadError(f"could not load dataset from {source.location}: {exc}") from exc
-    yield from ds
+    index = 0
+    try:
+        for index, row in enumerate(ds):
+            yield row
+    except Exception as exc:
+        raise DatasetLoadError(
+            f"could not read row {index + 1} of {source.location}: {exc}") from exc
 
 
-def _open(source: DatasetSource):
+def _open(source: DatasetSource, columns: list[str] | None = None):
     import datasets
 
     if source.kind == "hub":
@@ -144,13 +156,23 @@ def _open(source: DatasetSource):
             HUB_REPO, split=HUB_SPLIT, revision=source.revision, streaming=True
         )
     else:
-        ds = _open_local(Path(source.location))
-    if "image" in (ds.features or {}):
+        ds = _open_local(Path(source.location), columns)
+    if columns:
+        ds = ds.select_columns([c for c in columns if c in (ds.features or columns)])
+    elif "image" in (ds.features or {}):
         ds = ds.cast_column("image", datasets.Image(decode=False))
     return ds
 
 
-def _open_local(path: Path):
+def count_items(source: DatasetSource, **selection: Any) -> int | None:
+    """How many items a selection holds, reading no images; None where that would be slow (Hub)."""
+    if source.kind == "hub":
+        return selection.get("limit")
+    rows = iter_rows(source, columns=COUNT_COLUMNS)
+    return sum(len(e.items) for e in iter_examples(rows, **selection))
+
+
+def _open_local(path: Path, columns: list[str] | None = None):
     import datasets
 
     if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
@@ -164,7 +186,9 @@ def _open_local(path: Path):
     parquet = [str(f) for f in files if f.suffix == ".parquet"]
     arrow = [str(f) for f in files if f.suffix == ".arrow"]
     if parquet:
-        return datasets.load_dataset("parquet", data_files=parquet, split="train", streaming=True)
+        extra = {"columns": columns} if columns else {}
+        return datasets.load_dataset("parquet", data_files=parquet, split="train", streaming=True,
+                                     **extra)
     if arrow:
         return datasets.load_dataset("arrow", data_files=arrow, split="train", streaming=True)
     raise DatasetLoadError(

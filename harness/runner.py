@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ from adapters import Adapter, AdapterError, ChatRequest, GenerationParams, creat
 from prompts import Template, TemplateError, load_template, render
 
 from . import __version__
-from .data import Example, Item, iter_examples, iter_rows, resolve_source
+from .cache import CachedAdapter, ResponseCache
+from .data import Example, Item, count_items, iter_examples, iter_rows, resolve_source
 from .images import ImageError, encode_image
 from .parsing import parse_answer
 from .results import (MANIFEST, SAMPLES, SUMMARY_JSON, SUMMARY_MD, SampleWriter, read_json,
@@ -30,7 +32,12 @@ from .tables import summary_markdown
 
 # Fields of the manifest that must match for a run folder to be resumed.
 RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image")
+# Where the model is served from may change between a run and its resumption; what it is may not.
+MODEL_KEYS_FREE_ON_RESUME = ("base_url", "base_urls", "timeout_s", "openai_sdk", "server")
 ABORT_AFTER_SAME_FAILURES = 8
+RUN_LOG = "run.log"
+
+log = logging.getLogger("ubench")
 
 
 class RunError(Exception):
@@ -61,6 +68,8 @@ class RunConfig:
     max_pixels: int | None = None
     image_detail: str | None = None
     force: bool = False
+    use_cache: bool = True
+    cache_path: Path | None = None
     progress: bool = True
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -109,21 +118,49 @@ async def _run(config: RunConfig) -> dict[str, Any]:
     out = Path(config.output)
     done = prepare_output(out, manifest, config.force)
     write_json(out / MANIFEST, manifest)
-
-    rows = iter_rows(source)
-    examples = iter_examples(rows, datasets=config.datasets, question_types=config.question_types,
-                             limit=config.limit, include_excluded=config.include_excluded)
+    handler = _log_to(out / RUN_LOG)
+    cache = None
+    if config.use_cache and adapter.cache_identity() is not None:
+        cache = ResponseCache(config.cache_path)
+        adapter = CachedAdapter(adapter, cache, adapter.cache_identity())
+    selection = dict(datasets=config.datasets, question_types=config.question_types,
+                     limit=config.limit, include_excluded=config.include_excluded)
+    examples = iter_examples(iter_rows(source), **selection)
     progress = Progress(skipped=len(done))
+    log.info("run %s: model %s, template %s, %d items already done", out, config.model,
+             template.name, len(done))
     try:
         with SampleWriter(out / SAMPLES) as writer:
-            await _pipeline(config, examples, template, adapter, writer, done, progress)
+            await _pipeline(config, examples, template, adapter, writer, done, progress,
+                            total=asyncio.to_thread(count_items, source, **selection))
+    except asyncio.CancelledError:
+        log.warning("interrupted after %d items; re-run the same command to resume",
+                    progress.done)
+        raise
     finally:
         await adapter.aclose()
+        if cache is not None:
+            cache.close()
+        logging.getLogger("ubench").removeHandler(handler)
+        handler.close()
+    log.info("finished: %d new records, %d errors, %d retries", progress.done, progress.errors,
+             progress.retries)
     return finalize(out)
 
 
+def _log_to(path: Path) -> logging.Handler:
+    """Everything the run logs goes to run.log in the output folder (never request payloads)."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("ubench")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    return handler
+
+
 async def _pipeline(config: RunConfig, examples, template: Template, adapter: Adapter,
-                    writer: SampleWriter, done: set[str], progress: Progress) -> None:
+                    writer: SampleWriter, done: set[str], progress: Progress,
+                    total) -> None:
     from tqdm.auto import tqdm
 
     queue: asyncio.Queue = asyncio.Queue(maxsize=2 * config.concurrency)
@@ -131,8 +168,18 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
     bar = tqdm(desc="ubench", unit="item", disable=not config.progress, dynamic_ncols=True)
     abort: list[str] = []
 
-    def on_retry(_: AdapterError) -> None:
+    async def set_total() -> None:
+        try:
+            n = await total
+        except Exception:  # counting is a nicety; the run itself reports load errors
+            return
+        if n is not None:
+            bar.total = max(n - progress.skipped, bar.n)
+            bar.refresh()
+
+    def on_retry(item_id: str, exc: AdapterError) -> None:
         progress.retries += 1
+        log.info("retrying %s after %s (%s)", item_id, exc.kind, exc.message)
 
     def emit(record: dict[str, Any]) -> None:
         writer.write(record)
@@ -155,7 +202,6 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
             pending = [i for i in example.items if i.item_id not in done]
             if not pending:
                 continue
-            bar.total = (bar.total or 0) + len(pending)
             image, image_error = await asyncio.to_thread(_encode, example, config)
             for item in pending:
                 await queue.put((item, image, image_error))
@@ -175,12 +221,13 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
             emit(record)
             _watch_failures(record, progress, abort)
 
+    counter = asyncio.create_task(set_total())
     producer = asyncio.create_task(produce())
     workers = [asyncio.create_task(work()) for _ in range(config.concurrency)]
     try:
         await asyncio.gather(producer, *workers)
     finally:
-        for task in (producer, *workers):
+        for task in (counter, producer, *workers):
             task.cancel()
         bar.close()
     if abort:
@@ -203,23 +250,30 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
                     on_retry) -> dict[str, Any]:
     record = base_record(item, template)
     if item.problem or image_error:
+        problem = item.problem or image_error
         record["error"] = {"type": "bad_input", "status": None, "attempts": 0,
-                           "message": f"item {item.item_id}: {item.problem or image_error}"}
+                           "field": problem.split("'")[1] if "'" in problem else None,
+                           "message": f"item {item.item_id}: {problem}"}
+        log.warning("skipped %s", record["error"]["message"])
         return record
     try:
         messages = render(template, item.question, item.option_map)
     except (KeyError, ValueError, IndexError) as exc:
         record["error"] = {"type": "bad_input", "status": None, "attempts": 0,
+                           "field": "template",
                            "message": f"item {item.item_id}: template {template.name!r} "
                                       f"failed to render: {exc}"}
+        log.warning("skipped %s", record["error"]["message"])
         return record
     record["prompt"] = messages
     record["image"] = image.describe()
     request = ChatRequest(item.item_id, messages, image.data_url, config.params, item.letters)
     try:
-        response = await policy.call(lambda: adapter.complete(request), on_retry)
+        response = await policy.call(lambda: adapter.complete(request),
+                                     lambda exc: on_retry(item.item_id, exc))
     except AdapterError as exc:
         record["error"] = exc.as_record()
+        log.warning("failed %s after %d attempt(s): %s", item.item_id, exc.attempts, exc.message)
         return record
     extraction = parse_answer(response.text, item.option_map)
     record.update({
@@ -232,7 +286,9 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
                                              item.options[item.gold_index]),
         "usage": response.usage,
         "latency_s": round(response.latency_s, 4),
-        "attempts": response.attempts,
+        "attempts": 0 if response.meta.get("cache") == "hit" else response.attempts,
+        "cached": response.meta.get("cache") == "hit",
+        "request_sha256": response.meta.get("cache_key"),
     })
     return record
 
@@ -301,9 +357,16 @@ def _redact_cmdline(argv: list[str]) -> list[str]:
     return out
 
 
+def resume_view(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a manifest that must match for a run folder to be resumed."""
+    view = {k: manifest.get(k) for k in RESUME_KEYS}
+    view["model"] = {k: v for k, v in (view["model"] or {}).items()
+                     if k not in MODEL_KEYS_FREE_ON_RESUME}
+    return view
+
+
 def config_fingerprint(manifest: dict[str, Any]) -> str:
-    subset = {k: manifest.get(k) for k in RESUME_KEYS}
-    return hashlib.sha256(json.dumps(subset, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(resume_view(manifest), sort_keys=True).encode()).hexdigest()
 
 
 def prepare_output(out: Path, manifest: dict[str, Any], force: bool) -> set[str]:
@@ -318,7 +381,8 @@ def prepare_output(out: Path, manifest: dict[str, Any], force: bool) -> set[str]
     if (out / MANIFEST).exists():
         old = read_json(out / MANIFEST)
         if config_fingerprint(old) != config_fingerprint(manifest):
-            changed = [k for k in RESUME_KEYS if old.get(k) != manifest.get(k)]
+            old_view, new_view = resume_view(old), resume_view(manifest)
+            changed = [k for k in RESUME_KEYS if old_view[k] != new_view[k]]
             raise RunError(f"{out} holds a run with a different configuration "
                            f"({', '.join(changed)} changed); use another --output, or --force "
                            "to start over")

@@ -53,9 +53,11 @@ def _groups(scored: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 def summarize(records: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, Any]:
     """Everything summary.json holds, computed from per-sample records alone."""
-    records = list(records)
+    records = sorted(records, key=lambda r: r["item_id"])  # order-free: same items, same numbers
     scored = [r for r in records if not r.get("error")]
     errors = Counter(r["error"]["type"] for r in records if r.get("error"))
+    skipped = Counter(r["error"].get("field") or "unknown" for r in records
+                      if r.get("error") and r["error"]["type"] == "bad_input")
     warnings = sum(1 for r in scored if r.get("data_warning"))
     groups = _groups(scored)
 
@@ -81,6 +83,7 @@ def summarize(records: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, 
         "n_scored": len(scored),
         "n_errors": sum(errors.values()),
         "errors_by_type": dict(errors),
+        "bad_input_by_field": dict(skipped),
         "n_data_warnings": warnings,
         "invalid_rate": invalid / len(scored) if scored else None,
         "n_invalid": invalid,

@@ -63,6 +63,9 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
     if summary["errors_by_type"]:
         lines += ["", "## Errors (not scored)", "", "| type | n |", "|---|---|"]
         lines += [f"| {t} | {n} |" for t, n in summary["errors_by_type"].items()]
+    if summary.get("bad_input_by_field"):
+        lines += ["", "Skipped for bad input, by field: " + ", ".join(
+            f"{f}: {n}" for f, n in summary["bad_input_by_field"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 

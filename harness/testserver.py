@@ -1,8 +1,9 @@
 """The project's own OpenAI-compatible chat-completions server, for tests and benchmarks.
 
 A real HTTP server (aiohttp) on 127.0.0.1 that answers in configurable styles, with injectable
-latency. Run it in-process (`TestServer(...)` as a context manager, in a background thread) or as
-`python -m harness.testserver --style random --latency 0.2`.
+latency and faults (429 with Retry-After, 500/503, closed connections, non-JSON 200 bodies, hangs,
+401s). Run it in-process (`TestServer(...)` as a context manager, in a background thread) or as
+`python -m harness.testserver --style random --latency 0.2 --fault-rate 0.25`.
 """
 from __future__ import annotations
 
@@ -78,6 +79,9 @@ def make_responder(style: str, answers: dict[str, str] | None = None) -> Respond
     raise ValueError(f"unknown style {style!r}")
 
 
+FAULTS = ("429", "500", "503", "close", "badjson", "hang")
+
+
 @dataclass
 class Behaviour:
     """How the server answers; tests may change fields while it runs."""
@@ -85,6 +89,20 @@ class Behaviour:
     responder: Responder
     latency_s: float = 0.0
     usage: bool = True
+    fault_rate: float = 0.0  # share of requests that get one of `faults`, drawn with `fault_seed`
+    faults: tuple[str, ...] = FAULTS
+    fault_seed: int = 0
+    hang_s: float = 30.0  # how long a "hang" fault stalls (set past the client's timeout)
+    retry_after_s: float = 0.1
+    require_key: str | None = None  # answer 401 unless `Authorization: Bearer <key>`
+    _rng: random.Random | None = None
+
+    def draw_fault(self) -> str | None:
+        if self._rng is None:
+            self._rng = random.Random(self.fault_seed)
+        if self.fault_rate and self._rng.random() < self.fault_rate:
+            return self._rng.choice(self.faults)
+        return None
 
 
 @dataclass
@@ -94,6 +112,8 @@ class Stats:
     models: Counter = field(default_factory=Counter)
     bodies: list = field(default_factory=list)
     keep_bodies: bool = False
+    answered: Counter = field(default_factory=Counter)  # keys that got a real answer
+    faults: Counter = field(default_factory=Counter)
 
 
 def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
@@ -106,13 +126,26 @@ def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
             return web.json_response({"error": {"message": "'messages' is required"}}, status=400)
         stats.requests += 1
         text, image = prompt_parts(body)
-        stats.by_key[request_key(text, image)] += 1
+        key = request_key(text, image)
+        stats.by_key[key] += 1
         stats.models[body.get("model")] += 1
         if stats.keep_bodies:
             stats.bodies.append(body)
+        if behaviour.require_key is not None and (
+                request.headers.get("Authorization") != f"Bearer {behaviour.require_key}"):
+            stats.faults["401"] += 1
+            # Echo what was sent, as some providers do: the client must redact it.
+            sent = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            return web.json_response({"error": {"message": f"Incorrect API key provided: {sent}",
+                                                "type": "invalid_request_error"}}, status=401)
         if behaviour.latency_s:
             await asyncio.sleep(behaviour.latency_s)
+        fault = behaviour.draw_fault()
+        if fault:
+            stats.faults[fault] += 1
+            return await _fault(fault, request, behaviour)
         answer = behaviour.responder(body)
+        stats.answered[key] += 1
         return web.json_response(completion(body.get("model", "test"), answer, behaviour.usage))
 
     async def models(request: web.Request) -> web.Response:
@@ -126,6 +159,23 @@ def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
     return app
+
+
+async def _fault(kind: str, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
+    if kind == "429":
+        return web.json_response({"error": {"message": "Rate limit reached"}}, status=429,
+                                 headers={"Retry-After": f"{behaviour.retry_after_s:g}"})
+    if kind in ("500", "503"):
+        return web.json_response({"error": {"message": f"injected {kind}"}}, status=int(kind))
+    if kind == "badjson":
+        return web.Response(text="<html>upstream proxy error</html>", status=200,
+                            content_type="application/json")
+    if kind == "hang":
+        await asyncio.sleep(behaviour.hang_s)
+        return web.json_response({"error": {"message": "hung"}}, status=504)
+    # "close": drop the connection without any response
+    request.transport.close()
+    raise asyncio.CancelledError
 
 
 def completion(model: str, text: str, usage: bool = True) -> dict[str, Any]:
@@ -147,9 +197,9 @@ class TestServer:
     __test__ = False  # not a pytest test class
 
     def __init__(self, style: str | Responder = "random", *, latency_s: float = 0.0,
-                 answers: dict[str, str] | None = None, port: int = 0):
+                 answers: dict[str, str] | None = None, port: int = 0, **faults: Any):
         responder = style if callable(style) else make_responder(style, answers)
-        self.behaviour = Behaviour(responder, latency_s)
+        self.behaviour = Behaviour(responder, latency_s, **faults)
         self.stats = Stats()
         self._port = port
         self._loop = asyncio.new_event_loop()
@@ -196,8 +246,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--style", default="random")
     parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--faults", default=",".join(FAULTS), help="comma list of " + ", ".join(FAULTS))
+    parser.add_argument("--hang", type=float, default=30.0, help="seconds a 'hang' fault stalls")
     args = parser.parse_args(argv)
-    server = TestServer(args.style, latency_s=args.latency, port=args.port).start()
+    server = TestServer(args.style, latency_s=args.latency, port=args.port,
+                        fault_rate=args.fault_rate, faults=tuple(args.faults.split(",")),
+                        hang_s=args.hang).start()
     print(server.base_url, flush=True)
     try:
         threading.Event().wait()

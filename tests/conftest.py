@@ -28,6 +28,14 @@ def _find_real10() -> Path:
 REAL10 = _find_real10()
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own response cache, never the user's ~/.cache/ubench."""
+    path = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("UBENCH_CACHE_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def server():
     """A fresh test server answering a seeded random letter; tests may swap `behaviour`."""
@@ -43,12 +51,27 @@ def real10() -> Path:
     return REAL10
 
 
-def ubench(*args: str, env: dict | None = None, check: bool = True,
-           timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the `ubench` CLI the way a user does, in a subprocess."""
-    full_env = {**os.environ, **(env or {})}
-    proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
-                          text=True, env=full_env, timeout=timeout, cwd=ROOT)
+def ubench(*args: str, env: dict | None = None, check: bool = True, timeout: float = 300,
+           subprocess_: bool = False):
+    """Run the `ubench` CLI as a user does: in-process through click (fast), or in a subprocess
+    where process-level behaviour matters (the command line recorded, signals)."""
+    if subprocess_:
+        full_env = {**os.environ, **(env or {})}
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True,
+                              text=True, env=full_env, timeout=timeout, cwd=ROOT)
+    else:
+        import traceback
+        from types import SimpleNamespace
+
+        from click.testing import CliRunner
+
+        from harness.cli import main
+
+        result = CliRunner().invoke(main, list(args), env=env)
+        stderr = result.stderr
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(result.exception))
+        proc = SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=stderr)
     if check and proc.returncode != 0:
         raise AssertionError(f"ubench {' '.join(args)} failed ({proc.returncode}):\n"
                              f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

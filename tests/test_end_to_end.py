@@ -43,7 +43,7 @@ def test_run_against_an_openai_compatible_server_writes_the_four_files(tmp_path)
     with TestServer("answers", answers=answers) as server:
         proc = ubench("run", "--model", "vllm/any", "--base-url", server.base_url,
                       "--dataset", "sample", "--output", str(out), "--seed", "7",
-                      "--max-tokens", "16", "--concurrency", "8")
+                      "--max-tokens", "16", "--concurrency", "8", subprocess_=True)
         assert server.stats.requests == len(expected)
         assert set(server.stats.models) == {"any"}
     assert {p.name for p in out.iterdir()} >= {"samples.jsonl", "manifest.json", "summary.json",

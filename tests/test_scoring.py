@@ -25,9 +25,10 @@ def test_official_check_prediction(response, expected):
 
 
 def rec(qt, ds, image, correct, official=None, rule="lone_letter", error=None, n_options=4):
-    return {"question_type": qt, "dataset": ds, "image_id": image, "correct": correct,
-            "correct_official": correct if official is None else official, "rule": rule,
-            "error": error, "options": {chr(65 + i): str(i) for i in range(n_options)}}
+    return {"item_id": f"{image}:{qt}", "question_type": qt, "dataset": ds, "image_id": image,
+            "correct": correct, "correct_official": correct if official is None else official,
+            "rule": rule, "error": error,
+            "options": {chr(65 + i): str(i) for i in range(n_options)}}
 
 
 def test_summary_pools_the_papers_groups():
@@ -43,6 +44,7 @@ def test_summary_pools_the_papers_groups():
             error={"type": "server", "message": "HTTP 500", "attempts": 6}),
     ]
     s = summarize(records)
+    assert summarize(records[::-1]) == s  # the order records arrive in changes nothing
     robust, official = s["scorers"]["robust"], s["scorers"]["official"]
     assert s["n_records"] == 8 and s["n_scored"] == 7 and s["n_errors"] == 1
     assert s["errors_by_type"] == {"server": 1}

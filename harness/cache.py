@@ -1,0 +1,106 @@
+"""A response cache, so that asking the same thing twice costs nothing.
+
+The key is a SHA-256 of the exact request: the adapter's identity (model, endpoint), the wire
+messages with the image replaced by the hash of its bytes, and the generation parameters (seed
+included). SQLite in WAL mode: each answer is committed as it arrives, and a committed row survives
+the process being killed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from adapters.base import Adapter, ChatRequest, ChatResponse
+
+
+def default_cache_dir() -> Path:
+    """`$UBENCH_CACHE_DIR`, else `$XDG_CACHE_HOME/ubench`, else `~/.cache/ubench`."""
+    if os.environ.get("UBENCH_CACHE_DIR"):
+        return Path(os.environ["UBENCH_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "ubench"
+
+
+def request_key(identity: dict[str, Any], request: ChatRequest) -> str:
+    """The cache key of a request; printed in each record so a miss can be debugged."""
+    image = (hashlib.sha256(request.image_data_url.encode()).hexdigest()
+             if request.image_data_url else None)
+    payload = {"adapter": identity, "messages": request.messages, "image_sha256": image,
+               "params": request.params.as_dict()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class ResponseCache:
+    def __init__(self, path: Path | None = None):
+        self.path = Path(path) if path else default_cache_dir() / "responses.sqlite"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, "
+                         "response TEXT NOT NULL, created REAL NOT NULL)")
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT response FROM responses WHERE key = ?",
+                                   (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, response: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
+                             (key, json.dumps(response), time.time()))
+
+    def info(self) -> dict[str, Any]:
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*"))
+        return {"path": str(self.path), "entries": n, "bytes": size}
+
+    def clear(self) -> int:
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()
+            self._db.execute("DELETE FROM responses")
+            self._db.execute("VACUUM")
+        return n
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class CachedAdapter(Adapter):
+    """Answers from the cache when it can, else asks the wrapped adapter and stores the answer."""
+
+    def __init__(self, inner: Adapter, cache: ResponseCache, identity: dict[str, Any]):
+        self.inner = inner
+        self.cache = cache
+        self.identity = identity
+        self.spec = inner.spec
+        self.hits = 0
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        key = request_key(self.identity, request)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.hits += 1
+            return ChatResponse(text=hit["text"], finish_reason=hit["finish_reason"],
+                                usage=hit["usage"], latency_s=hit["latency_s"], attempts=0,
+                                meta={"cache": "hit", "cache_key": key})
+        response = await self.inner.complete(request)
+        self.cache.put(key, {"text": response.text, "finish_reason": response.finish_reason,
+                             "usage": response.usage, "latency_s": response.latency_s})
+        response.meta.update({"cache": "miss", "cache_key": key})
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
