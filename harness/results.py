@@ -32,15 +32,19 @@ class SampleWriter:
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
         self._file.flush()
-        now = time.monotonic()
-        if now - self._last_sync >= self._fsync_every_s:
+        if time.monotonic() - self._last_sync >= self._fsync_every_s:
+            self.sync()
+
+    def sync(self) -> None:
+        """Force what was written to disk (called on a timer too, so quiet spells are covered)."""
+        if not self._file.closed:
             os.fsync(self._file.fileno())
-            self._last_sync = now
+            self._last_sync = time.monotonic()
 
     def close(self) -> None:
         if not self._file.closed:
             self._file.flush()
-            os.fsync(self._file.fileno())
+            self.sync()
             self._file.close()
 
     def __enter__(self) -> "SampleWriter":

@@ -221,13 +221,19 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
             emit(record)
             _watch_failures(record, progress, abort)
 
+    async def sync_every_second() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            writer.sync()
+
     counter = asyncio.create_task(set_total())
+    syncer = asyncio.create_task(sync_every_second())
     producer = asyncio.create_task(produce())
     workers = [asyncio.create_task(work()) for _ in range(config.concurrency)]
     try:
         await asyncio.gather(producer, *workers)
     finally:
-        for task in (counter, producer, *workers):
+        for task in (counter, syncer, producer, *workers):
             task.cancel()
         bar.close()
     if abort:
