@@ -340,7 +340,7 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
     return {
         "harness_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command_line": _redact_cmdline(config.command_line),
+        "command_line": config.command_line,  # keys come from the environment, never argv
         "model": adapter.describe(),
         "template": template.describe(),
         "generation": config.params.as_dict(),
@@ -352,15 +352,6 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
         "runtime": {"concurrency": config.concurrency, "timeout_s": config.timeout,
                     "max_attempts": config.max_attempts},
     }
-
-
-def _redact_cmdline(argv: list[str]) -> list[str]:
-    """Command lines never carry keys (they come from the environment), but be safe anyway."""
-    out, hide = [], False
-    for arg in argv:
-        out.append("***" if hide else arg)
-        hide = arg in ("--api-key",)
-    return out
 
 
 def resume_view(manifest: dict[str, Any]) -> dict[str, Any]:
