@@ -489,7 +489,8 @@ _HEDGED = re.compile(r"^\s*(?:,|/)?\s*\bor\b", re.I)
 
 def _whole_response_option(text: str, options: Options) -> str | None:
     """A short response that spells one option with other spacing or hyphens, or abbreviates
-    exactly one option to its first words ("Confocal" for "confocal microscopy")."""
+    exactly one option to its first words ("Confocal" for "confocal microscopy"; a bare "None"
+    is no abbreviation of "none of the above", it may mean no answer)."""
     words = _norm(text).split()
     if not words or len(words) > 4:
         return None
@@ -498,7 +499,8 @@ def _whole_response_option(text: str, options: Options) -> str | None:
                or compact == "".join(_norm(v).split()) + "s"]
     if len(spelled) == 1:
         return spelled[0]
-    starts = [k for k, v in options.items() if _norm(v).split()[:len(words)] == words]
+    starts = [k for k, v in options.items() if _norm(v).split()[:len(words)] == words
+              and _norm(v) != "none of the above"]
     return starts[0] if len(starts) == 1 and len(words) < len(_norm(options[starts[0]]).split()) else None
 
 

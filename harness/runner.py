@@ -21,6 +21,7 @@ from prompts import Template, TemplateError, load_template, render
 from . import __version__
 from .data import Example, Item, iter_examples, iter_rows, resolve_source
 from .images import ImageError, encode_image
+from .judge import CACHE as JUDGE_CACHE, Judge, judge_summary
 from .parsing import parse_answer
 from .results import (MANIFEST, SAMPLES, SUMMARY_JSON, SUMMARY_MD, SampleWriter, read_json,
                       read_samples, write_json, write_text)
@@ -29,7 +30,7 @@ from .scoring import official_correct, summarize
 from .tables import summary_markdown
 
 # Fields of the manifest that must match for a run folder to be resumed.
-RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image")
+RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image", "judge")
 ABORT_AFTER_SAME_FAILURES = 8
 
 
@@ -62,6 +63,8 @@ class RunConfig:
     image_detail: str | None = None
     force: bool = False
     progress: bool = True
+    judge: str | None = None  # a model spec, asked only about responses the parser left invalid
+    judge_base_url: str | None = None
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
     @property
@@ -105,8 +108,10 @@ async def _run(config: RunConfig) -> dict[str, Any]:
                                  image_detail=config.image_detail)
     except ValueError as exc:
         raise RunError(str(exc)) from exc
-    manifest = build_manifest(config, source.describe(), template, adapter)
     out = Path(config.output)
+    judge = _make_judge(config, out)
+    manifest = build_manifest(config, source.describe(), template, adapter)
+    manifest["judge"] = judge.describe() if judge else None
     done = prepare_output(out, manifest, config.force)
     write_json(out / MANIFEST, manifest)
 
@@ -116,14 +121,28 @@ async def _run(config: RunConfig) -> dict[str, Any]:
     progress = Progress(skipped=len(done))
     try:
         with SampleWriter(out / SAMPLES) as writer:
-            await _pipeline(config, examples, template, adapter, writer, done, progress)
+            await _pipeline(config, examples, template, adapter, writer, done, progress, judge)
     finally:
         await adapter.aclose()
+        if judge:
+            await judge.aclose()
     return finalize(out)
 
 
+def _make_judge(config: RunConfig, out: Path) -> Judge | None:
+    if not config.judge:
+        return None
+    try:
+        adapter = create_adapter(config.judge, base_url=config.judge_base_url, seed=config.seed,
+                                 timeout=config.timeout, concurrency=config.concurrency)
+    except ValueError as exc:
+        raise RunError(f"--judge: {exc}") from exc
+    return Judge(adapter, out / JUDGE_CACHE, RetryPolicy(max_attempts=config.max_attempts))
+
+
 async def _pipeline(config: RunConfig, examples, template: Template, adapter: Adapter,
-                    writer: SampleWriter, done: set[str], progress: Progress) -> None:
+                    writer: SampleWriter, done: set[str], progress: Progress,
+                    judge: Judge | None = None) -> None:
     from tqdm.auto import tqdm
 
     queue: asyncio.Queue = asyncio.Queue(maxsize=2 * config.concurrency)
@@ -172,6 +191,8 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
                 continue  # drain: the run is stopping
             record = await _evaluate(item, image, image_error, template, adapter, config, policy,
                                      on_retry)
+            if judge and not record.get("error"):
+                await judge.review(record, item.question)
             emit(record)
             _watch_failures(record, progress, abort)
 
@@ -340,7 +361,10 @@ def finalize(out: Path) -> dict[str, Any]:
     out = Path(out)
     manifest = read_json(out / MANIFEST) if (out / MANIFEST).exists() else None
     seed = manifest["seed"] if manifest else 0
-    summary = summarize(latest_records(out), seed=seed)
+    records = latest_records(out)
+    summary = summarize(records, seed=seed)
+    if judged := judge_summary(records):
+        summary["judge"] = judged
     write_json(out / SUMMARY_JSON, summary)
     write_text(out / SUMMARY_MD, summary_markdown(summary, manifest))
     return summary
