@@ -8,9 +8,9 @@ into the record, so every score can be audited. Nothing here guesses: a response
 no single option is invalid, with the reason.
 
 Two answers at once: the *last* commitment wins, so self-corrections count ("Answer: B ... wait,
-actually C" is C). A commitment that names several letters ("A or C", "ANSWER: A, C", "B/D"), or two
-different commitments with nothing but spaces and punctuation between them ("Answer: B\\nAnswer: D"),
-is invalid: there is no correction, just two answers.
+actually C" is C). A commitment that names several letters ("A or C", "ANSWER: A, C", "B/D"), or
+two different commitments with nothing but spaces and punctuation between them ("Answer: B\\n
+Answer: D"), is invalid: there is no correction, just two answers.
 """
 from __future__ import annotations
 
@@ -54,8 +54,8 @@ _TOKENS = re.compile(r"<s>|<\|im_start\|>(?:assistant|user|system)?|<start_of_tu
                      r"<\|(?:assistant|user|system)\|>|\[/?INST\]|<pad>")
 _ROLE = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*)?(?:human|user|assistant|gpt|bot)[ \t]*:[ \t]*",
                    re.I | re.M)
-_QUESTION = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*)?(?:question(?:[ \t]*\d+)?|q|问题)(?:\*\*)?"
-                       r"[ \t]*(?:[:：].*)?$", re.I | re.M)
+_QUESTION = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*)?(?:question(?:[ \t]*\d+)?|q|问题)"
+                       r"(?:\*\*)?[ \t]*(?:[:：].*)?$", re.I | re.M)
 _LISTED = re.compile(r"^[ \t]*[(\[]?([A-Z])[)\].:][ \t]+(\S.*?)[ \t]*$")
 _OPTION_LINE = re.compile(r"^[ \t]*(?:options?[ \t]*[:：].*|[(\[]?[A-Z][)\].:][ \t]+\S.*|"
                           r".*\([A-Z]\)[^()]*\([A-Z]\).*)$", re.I)
@@ -92,7 +92,8 @@ def _drop_prompt_and_continuation(text: str, options: Options) -> str:
     return text[cut:]
 
 
-_SAYS_NOTHING = tuple(INVALID_PREFIX + reason for reason in ("empty", "no_answer", "letter_out_of_range"))
+_SAYS_NOTHING = tuple(INVALID_PREFIX + reason
+                      for reason in ("empty", "no_answer", "letter_out_of_range"))
 
 
 def _breaks(text: str, options: Options) -> list[tuple[int, int]]:
@@ -284,7 +285,8 @@ _FILLER = re.compile(
 _I = r"(?i:"  # case-insensitive words around a case-sensitive letter
 
 # (pattern, strong): strong markers may point at an option text, weak ones only at a letter.
-_MARKERS: tuple[tuple[re.Pattern, bool], ...] = tuple((re.compile(p, re.I | re.M), strong) for p, strong in (
+_MARKERS: tuple[tuple[re.Pattern, bool], ...] = tuple(
+    (re.compile(p, re.I | re.M), strong) for p, strong in (
     (r"(?:\b(?:the|my|our)\s+)?(?:\b(?:final|correct|right|best|most\s+(?:likely|appropriate|"
      r"probable|plausible|accurate)|revised|updated|new)\s+)?\banswers?\b(?:\s+(?:here|therefore|"
      r"then|thus|choice|option|letter))?[\s*_]*(?:is|are|would\s+be|should\s+be|will\s+be|must\s+be|"
@@ -300,7 +302,8 @@ _MARKERS: tuple[tuple[re.Pattern, bool], ...] = tuple((re.compile(p, re.I | re.M
     (r"\\boxed\s*\{|<answer>", True),
     (r"(?:最终|正确)?答案\s*(?:应该是|应该为|应为|应是|是|为|选|：|:)?|(?:故|应|因此|所以|我|则|只能)?选(?:择)?"
      r"(?!项)\s*(?:是|为|：|:)?|正确的?(?:选项|答案)\s*(?:是|为|：|:)?", True),
-    (r"\b(?:so|thus|therefore|hence|i\.e\.|leaves|leaving)\b[\s,:]*(?:it'?s\s+|it\s+is\s+)?", False),
+    (r"\b(?:so|thus|therefore|hence|i\.e\.|leaves|leaving)\b[\s,:]*(?:it'?s\s+|it\s+is\s+)?",
+     False),
     (r"\b(?:it'?s|it’s|it\s+is|this\s+is|that\s+is|makes\s+it|it\s+must\s+be|it\s+should\s+be|"
      r"it\s+would\s+be|this\s+would\s+be)\b", False),
     (r"\b(?:actually|correction|I\s+meant|I\s+mean|on\s+second\s+thought|wait|rather|make\s+that|"
@@ -308,8 +311,9 @@ _MARKERS: tuple[tuple[re.Pattern, bool], ...] = tuple((re.compile(p, re.I | re.M
 ))
 # Letter first: "D is the correct answer", "Option D (immature granulocyte) seems the best fit".
 _LETTER_FIRST = tuple(re.compile(p) for p in (
-    r"(?<![A-Za-z0-9])" + _I + r"(?:option\s+|choice\s+)?)[(\[*]{0,3}([A-Z])[)\]*]{0,3}(?:\s*\([^()\n]{1,60}\))?"
-    r"\s+" + _I + r"(?:(?:is|seems|appears|looks)\s+(?:to\s+be\s+)?(?:the\s+)?(?:correct|right|best|"
+    r"(?<![A-Za-z0-9])" + _I + r"(?:option\s+|choice\s+)?)[(\[*]{0,3}([A-Z])[)\]*]{0,3}"
+    r"(?:\s*\([^()\n]{1,60}\))?\s+" + _I + r"(?:(?:is|seems|appears|looks)\s+(?:to\s+be\s+)?"
+    r"(?:the\s+)?(?:correct|right|best|"
     r"most\s+likely|more\s+likely|most\s+appropriate|closest)\b|is\s+(?:the\s+)?(?:correct\s+|right\s+|"
     r"best\s+)?answer\b|fits\s+(?:best|better)\b))",
     r"(?<![A-Za-z0-9])([A-Z])(?![A-Za-z0-9])[ \t]{0,3}(?:是|为)?[ \t]{0,3}(?:正确|对的)",
@@ -390,7 +394,9 @@ def rule_lone_letter(text: str, options: Options) -> Verdict:
     listed = [_bare_letter(part) for part in parts]
     if len(parts) > 1 and all(listed):
         letters = {letter.upper() for letter in listed}
-        return Invalid("multiple_answers") if len(letters) > 1 else _in_range(letters.pop(), options)
+        if len(letters) > 1:
+            return Invalid("multiple_answers")
+        return _in_range(letters.pop(), options)
     lines = [line for line in text.split("\n") if line.strip()]
     if len(lines) > 1 and not _is_option_text(lines[-1], options) and (
             letter := _bare_letter(lines[-1])):
@@ -410,8 +416,10 @@ def _in_range(letter: str, options: Options) -> Verdict:
     return letter if letter in options else Invalid(f"letter_out_of_range({letter})")
 
 
+# A letter opening a line, then a separator (group 2), the end of the line, or spaces (group 3).
 _LEAD_LETTER = re.compile(r"^[\s*_`\"'“”(\[（【>#]*([A-Za-z])[*_`]*"
-                          r"(?:[ \t]*([).:：,，、。\]）】\-–—])[ \t*_`]*|[ \t*_`]*(?=\n|$)|([ \t]+))")
+                          r"(?:[ \t]*([).:：,，、。\]）】\-–—])[ \t*_`]*|[ \t*_`]*(?=\n|$)|"
+                          r"([ \t]+))")
 
 
 def _enumerates(text: str) -> bool:
@@ -466,10 +474,11 @@ def rule_leading_letter(text: str, options: Options) -> Verdict:
 # ---------------------------------------------------------------------------------------------
 # Rule 5: option text
 
-_CLAUSE_BREAK = re.compile(r"[.;:!?,()\n—–]|\bbut\b|\bhowever\b|\bwhereas\b|\bwhile\b|\byet\b", re.I)
+_CLAUSE_BREAK = re.compile(r"[.;:!?,()\n—–]|\b(?:but|however|whereas|while|yet)\b", re.I)
 _NEGATED_BEFORE = re.compile(
     r"\b(?:not|no|nor|neither|unlike|than|except|excluding|exclude[sd]?|without|instead|"
-    r"isn'?t|aren'?t|wasn'?t|doesn'?t|don'?t|never|ruled?\s+out|rules\s+out|mistaken\s+for)\b", re.I)
+    r"isn'?t|aren'?t|wasn'?t|doesn'?t|don'?t|never|ruled?\s+out|rules\s+out|mistaken\s+for)\b",
+    re.I)
 _NEGATED_AFTER = re.compile(
     r"^\W{0,3}\s*(?:(?:tissue|cells?|phase|stage|microscopy|here)\s+)?"
     r"(?:(?:is|are|was|were|seems?|looks?|appears?)\s+(?:not|unlikely|incorrect|wrong|"
@@ -495,13 +504,13 @@ def _whole_response_option(text: str, options: Options) -> str | None:
     if not words or len(words) > 4:
         return None
     compact = "".join(words)
-    spelled = [k for k, v in options.items() if "".join(_norm(v).split()) in (compact, compact + "s")
-               or compact == "".join(_norm(v).split()) + "s"]
+    forms = {compact, compact + "s", compact.removesuffix("s")}  # either side may be plural
+    spelled = [k for k, v in options.items() if _norm(v).replace(" ", "") in forms]
     if len(spelled) == 1:
         return spelled[0]
     starts = [k for k, v in options.items() if _norm(v).split()[:len(words)] == words
-              and _norm(v) != "none of the above"]
-    return starts[0] if len(starts) == 1 and len(words) < len(_norm(options[starts[0]]).split()) else None
+              and len(_norm(v).split()) > len(words) and _norm(v) != "none of the above"]
+    return starts[0] if len(starts) == 1 else None
 
 
 def _positive_mentions(text: str, options: Options) -> list[tuple[str, bool]]:
@@ -509,7 +518,8 @@ def _positive_mentions(text: str, options: Options) -> list[tuple[str, bool]]:
     out = []
     breaks = [m.end() for m in _CLAUSE_BREAK.finditer(text)]
     for start, end, letter in _mentions(text, options):
-        clause_start = breaks[bisect.bisect_right(breaks, start) - 1] if breaks and breaks[0] <= start else 0
+        i = bisect.bisect_right(breaks, start)
+        clause_start = breaks[i - 1] if i else 0
         before = " ".join(text[max(clause_start, start - 80):start].split()[-5:])
         after = text[end:end + 40]
         if _NEGATED_BEFORE.search(before) or _NEGATED_AFTER.match(after):

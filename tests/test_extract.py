@@ -11,8 +11,9 @@ BLOOD = {"A": "platelet", "B": "eosinophil", "C": "neutrophil"}
 
 
 def write_lines(path, lines):
-    path.write_text("\n".join(line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)
-                              for line in lines) + "\n", encoding="utf-8")
+    text = [line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)
+            for line in lines]
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
 
 
 def test_extract_parses_good_lines_and_reports_bad_ones(tmp_path):

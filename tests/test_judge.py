@@ -73,7 +73,8 @@ def test_judge_decides_only_invalid_responses_and_is_cached(tmp_path):
         assert judge["without"]["accuracy"] == right_b / n
         assert judge["with"]["accuracy"] == (right_b + right_judge) / n
         assert judge["without"]["invalid_rate"] == (n - len(by_response["B"])) / n
-        assert judge["with"]["invalid_rate"] == (len(by_response[RAMBLE]) + len(by_response[""])) / n
+        still_invalid = len(by_response[RAMBLE]) + len(by_response[""])
+        assert judge["with"]["invalid_rate"] == still_invalid / n
         assert summary["rules"]["judge"]["n"] == len(by_response[HEDGE])
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["judge"]["model"]["spec"] == "vllm/judge"

@@ -26,7 +26,7 @@ def load_corpus() -> list[dict]:
     return [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines()]
 
 
-# --- the corpus --------------------------------------------------------------------------------
+# --- the corpus -----------------------------------------------------------------------------------
 
 
 def test_corpus_is_large_labelled_and_covers_every_style():
@@ -119,7 +119,7 @@ def test_final_answer_takes_an_option_text_that_starts_with_a_letter():
     assert rule_final_answer("The answer is C. elegans.", WORMS) == "D"
 
 
-# --- rule 2: a lone letter ---------------------------------------------------------------------------
+# --- rule 2: a lone letter ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("text, letter", [
@@ -146,7 +146,7 @@ def test_a_one_letter_option_text_is_not_a_letter():
     assert parse_answer("S", PHASE).rule == "option_text"
 
 
-# --- rule 3: a letter with its option text --------------------------------------------------------------
+# --- rule 3: a letter with its option text --------------------------------------------------------
 
 
 @pytest.mark.parametrize("text, letter", [
@@ -175,7 +175,7 @@ def test_letter_with_text_takes_a_letter_word_option():
     assert rule_letter_with_text("C. elegans", WORMS) is None
 
 
-# --- rule 4: a leading letter ----------------------------------------------------------------------------
+# --- rule 4: a leading letter ---------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("text, letter", [
@@ -193,7 +193,7 @@ def test_leading_letter_needs_a_separator_and_not_an_option_text(text):
     assert rule_leading_letter(text, WORMS) is None
 
 
-# --- rule 5: the option text ------------------------------------------------------------------------------
+# --- rule 5: the option text ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("text, letter", [
@@ -230,7 +230,7 @@ def test_none_of_the_above_only_when_the_item_has_it():
     assert parse_answer("None of the above.", no_none).letter is None
 
 
-# --- cleaning ------------------------------------------------------------------------------------------------
+# --- cleaning -------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("raw, cleaned", [
@@ -263,7 +263,7 @@ def test_clean_keeps_the_raw_response_untouched():
     assert raw == "<think>x</think> B<|im_end|>"
 
 
-# --- the cascade -------------------------------------------------------------------------------------------------
+# --- the cascade ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("text, rule", [
@@ -291,3 +291,16 @@ def test_each_rule_names_itself(text, rule):
 def test_never_guesses_from_the_first_capital_letter():
     got = parse_answer("A cell in mitosis is not shown; the granules mean the answer is C.", BLOOD)
     assert got.letter == "C"
+
+
+def test_readme_table_is_the_one_the_bench_script_prints():
+    """The README's comparison table must be regenerated when the corpus or the parser change."""
+    import subprocess
+    import sys
+
+    root = CORPUS.parents[1]
+    printed = subprocess.run([sys.executable, str(root / "bench" / "parser_table.py")],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    shown = readme.split("<!-- parser-table:start -->")[1].split("<!-- parser-table:end -->")[0]
+    assert shown.strip() == printed, "run `python bench/parser_table.py` and update README.md"
