@@ -457,11 +457,12 @@ def rule_letter_with_text(text: str, options: Options) -> Verdict:
 
 def rule_leading_letter(text: str, options: Options) -> Verdict:
     """The first line starts with a letter and a separator, then explains: "B. The cell has...",
-    "C\\n\\nThe nucleus..."; not "A cell in mitosis", nor "C. elegans", nor an enumeration."""
+    "C\\n\\nThe nucleus...", "C.\\n\\nA. platelet: no"; not "A cell in mitosis", nor "C. elegans",
+    nor the first line of an enumeration ("A) platelet: too small\\nB) ...")."""
     first = text.split("\n", 1)[0]
     m = _LEAD_LETTER.match(first + "\n")
-    if not m or m.group(3) is not None or _enumerates(text):
-        return None
+    if not m or m.group(3) is not None or (_enumerates(text) and not _bare_letter(first)):
+        return None  # a bare letter on the first line answers, even above notes on other options
     if _starts_with_option_text(first, len(first) - len(first.lstrip(" \t*_`>#")), options):
         return None
     letter, sep = m.group(1), m.group(2)
