@@ -191,7 +191,7 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
                 continue  # drain: the run is stopping
             record = await _evaluate(item, image, image_error, template, adapter, config, policy,
                                      on_retry)
-            if judge and not record.get("error"):
+            if judge:
                 await judge.review(record, item.question)
             emit(record)
             _watch_failures(record, progress, abort)
