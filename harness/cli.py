@@ -55,13 +55,16 @@ def _split_csv(values: tuple[str, ...]) -> list[str] | None:
               help="Downscale larger images to this many pixels (default: never).")
 @click.option("--image-detail", type=click.Choice(["high", "low", "auto"]), default=None,
               help="OpenAI image detail (default high for openai/, unset for vllm/).")
+@click.option("--judge", default=None, metavar="MODEL",
+              help="LLM judge (provider/model) asked only about responses the parser finds invalid.")
+@click.option("--judge-base-url", default=None, help="OpenAI-compatible server of the judge.")
 @click.option("--force", is_flag=True, help="Start over in an output folder of another run.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def run_cmd(model, output, dataset, revision, prompt, base_url, api_key_env, datasets_,
             question_types, include_excluded, limit, concurrency, temperature, max_tokens, top_p,
-            seed, timeout, max_attempts, image_format, max_image_pixels, image_detail, force,
-            no_cache, no_progress) -> None:
+            seed, timeout, max_attempts, image_format, max_image_pixels, image_detail, judge,
+            judge_base_url, force, no_cache, no_progress) -> None:
     """Evaluate MODEL on uBench and write samples.jsonl, manifest.json and summaries."""
     from .runner import RunConfig, RunError, run
     from .tables import summary_markdown
@@ -78,6 +81,7 @@ def run_cmd(model, output, dataset, revision, prompt, base_url, api_key_env, dat
         max_tokens=max_tokens, top_p=top_p, seed=seed, timeout=timeout,
         max_attempts=max_attempts, image_format=image_format, max_pixels=max_image_pixels,
         image_detail=image_detail, force=force, use_cache=not no_cache, progress=not no_progress,
+        judge=judge, judge_base_url=judge_base_url,
     )
     try:
         summary = run(config)
@@ -126,6 +130,25 @@ def cache_clear() -> None:
 
     n = ResponseCache().clear()
     click.echo(f"deleted {n} cached responses")
+@main.command("extract")
+@click.option("--input", "-i", "source", required=True, type=click.Path(path_type=Path),
+              help="JSON Lines with at least 'response' and 'options' per line.")
+@click.option("--output", "-o", "target", required=True, type=click.Path(path_type=Path),
+              help="JSON Lines: each input line plus 'extracted' and 'rule'.")
+def extract_cmd(source: Path, target: Path) -> None:
+    """Read the answer letter out of any tool's responses with ubench's parser.
+
+    Each input line needs 'response' and 'options' ({"A": text, ...} or a list lettered A, B, ...);
+    an optional 'gold' letter adds 'correct'. Malformed lines get an 'error' in the output and
+    the run goes on.
+    """
+    from .extract import ExtractError, extract_file, summary_text
+
+    try:
+        stats = extract_file(source, target)
+    except ExtractError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(summary_text(stats, target))
 
 
 @main.command("prompts")

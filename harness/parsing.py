@@ -1,13 +1,23 @@
 """Read the letter a response committed to: an ordered cascade of named rules, else *invalid*.
 
-Each rule is a small function `(text, options) -> letter | None | Invalid`. The first rule that
-decides wins, and its name goes into the record, so every score can be audited. Nothing here ever
-guesses: a response that commits to nothing is invalid, with the reason.
+`clean` first removes what the model did not mean as its answer: `<think>` blocks, chat-template
+tokens (and any turn generated after an end-of-turn token), an echoed prompt, and a new question the
+model went on to invent after answering. Then each rule, from most to least explicit, is a small
+function `(text, options) -> letter | Invalid | None`: the first that decides wins and its name goes
+into the record, so every score can be audited. Nothing here guesses: a response that commits to
+no single option is invalid, with the reason.
+
+Two answers at once: the *last* commitment wins, so self-corrections count ("Answer: B ... wait,
+actually C" is C). A commitment that names several letters ("A or C", "ANSWER: A, C", "B/D"), or
+two different commitments with nothing but spaces and punctuation between them ("Answer: B\\n
+Answer: D"), is invalid: there is no correction, just two answers.
 """
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Mapping
 
 INVALID_PREFIX = "invalid:"
@@ -28,106 +38,549 @@ class Invalid:
     reason: str
 
 
-_THINK = re.compile(r"<think>.*?(</think>|$)", re.S | re.I)
-_CHAT_TOKENS = re.compile(r"</s>|<s>|<\|im_end\|>|<\|im_start\|>(assistant)?|<\|endoftext\|>|"
-                          r"<\|eot_id\|>|<end_of_turn>|<\|end\|>|<\|assistant\|>")
-_WRAP = r"[\s\*_`\"'\(\)\[\]\{\}\$\\]*"
-_LETTER = r"(?:\\boxed\{|\\text\{|\\mathrm\{)?(?-i:([A-Z]))\}?"
+Verdict = "str | Invalid | None"
+Options = Mapping[str, str]
 
-_FINAL_ANSWER = re.compile(
-    r"(?:\b(?:final\s+)?answer\s*(?:is|:|=|-)?\s*(?:option\s*)?"
-    r"|\bcorrect\s+(?:answer|option|choice)\s*(?:is|:|=)?\s*(?:option\s*)?"
-    r"|\b(?:I\s+)?(?:choose|select|pick)\s*(?:option\s*)?"
-    r"|答案\s*(?:是|为|：|:)?\s*(?:选项)?"
-    r"|选\s*)"
-    + _WRAP + _LETTER + r"(?![A-Za-z0-9])",
-    re.I,
-)
-_LONE = re.compile(r"^" + _WRAP + r"(?:option\s*)?(?:\\boxed\{|\\text\{)?([A-Za-z])\}?" + r"[\s\*_`\"'\)\]\}\$\.:]*$", re.I)
-_LEADING_LETTER = re.compile(r"^" + _WRAP + r"([A-H])\s*[\)\.:\]]\s*(.+)$", re.S)
-_REFUSAL = re.compile(
-    r"\b(cannot|can't|can not|unable to|not possible to|impossible to)\s+(determine|tell|answer|"
-    r"identify|say)|\bI'm sorry\b|\bI am sorry\b|\bas an AI\b", re.I)
+# ---------------------------------------------------------------------------------------------
+# Cleaning
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.S | re.I)
+_THINK_CLOSE = re.compile(r"^.*</think>", re.S | re.I)  # opened by the chat template
+_THINK_OPEN = re.compile(r"<think>.*", re.S | re.I)  # never closed: no answer was given
+_END_OF_TURN = re.compile(r"</s>|<\|im_end\|>|<\|eot_id\|>|<end_of_turn>|<\|end\|>|<\|endoftext\|>|"
+                          r"<eos>|<\|eos\|>")
+_TOKENS = re.compile(r"<s>|<\|im_start\|>(?:assistant|user|system)?|<start_of_turn>(?:model|user)?|"
+                     r"<\|start_header_id\|>\w*<\|end_header_id\|>|<\|begin_of_text\|>|"
+                     r"<\|(?:assistant|user|system)\|>|\[/?INST\]|<pad>")
+_ROLE = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*)?(?:human|user|assistant|gpt|bot)[ \t]*:[ \t]*",
+                   re.I | re.M)
+_QUESTION = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*)?(?:question(?:[ \t]*\d+)?|q|问题)"
+                       r"(?:\*\*)?[ \t]*(?:[:：].*)?$", re.I | re.M)
+_LISTED = re.compile(r"^[ \t]*[(\[]?([A-Z])[)\].:][ \t]+(\S.*?)[ \t]*$")
+_OPTION_LINE = re.compile(r"^[ \t]*(?:options?[ \t]*[:：].*|[(\[]?[A-Z][)\].:][ \t]+\S.*|"
+                          r".*\([A-Z]\)[^()]*\([A-Z]\).*)$", re.I)
 
 
-def clean(response: str) -> str:
-    """Remove reasoning blocks and chat-template tokens; the raw response is kept elsewhere."""
-    text = _THINK.sub(" ", response)
-    text = _CHAT_TOKENS.sub(" ", text)
+def clean(response: str, options: Options | None = None) -> str:
+    """The part of a response that can hold its answer; the raw response is kept elsewhere.
+
+    With `options`, an echoed prompt is dropped and a question generated after the answer cut off.
+    """
+    text = _THINK_BLOCK.sub(" ", response)
+    text = _THINK_CLOSE.sub(" ", text)
+    text = _THINK_OPEN.sub(" ", text)
+    turns = [_TOKENS.sub(" ", turn) for turn in _END_OF_TURN.split(text)]
+    text = next((turn for turn in turns if turn.strip()), "")
+    if options is not None:
+        text = _drop_prompt_and_continuation(text, options)
     return text.strip()
 
 
-def normalize(text: str) -> str:
-    text = text.lower().replace("_", " ").replace("-", " ")
-    text = re.sub(r"[^\w\s]", " ", text)
-    return " ".join(text.split())
+def _drop_prompt_and_continuation(text: str, options: Options) -> str:
+    """At each break (a question header, a role marker, a listing of the options): if the text
+    before it already says something (an answer, a refusal, two answers), the rest is a new turn
+    the model invented; if it says nothing, the text up to the end of the break is an echo of the
+    prompt (whose "(X)" placeholder is no answer either)."""
+    cut = 0
+    for start, end in _breaks(text, options):
+        if start < cut:
+            continue
+        said = _decide(text[cut:start], options)
+        if said.valid or not said.rule.startswith(_SAYS_NOTHING):
+            return text[cut:start]
+        cut = end
+    return text[cut:]
 
 
-def rule_final_answer(text: str, options: Mapping[str, str]) -> "str | Invalid | None":
-    """Explicit commitments ("ANSWER: B", "the answer is (B)"); the last one wins."""
-    letters = [m.group(1) for m in _FINAL_ANSWER.finditer(text)]
-    if not letters:
+_SAYS_NOTHING = tuple(INVALID_PREFIX + reason
+                      for reason in ("empty", "no_answer", "letter_out_of_range"))
+
+
+def _breaks(text: str, options: Options) -> list[tuple[int, int]]:
+    """(start, end) of every role marker, question header (with the options listed after it) and
+    verbatim listing of the options, in order."""
+    found = [(m.start(), m.end()) for m in _ROLE.finditer(text)]
+    found += [(m.start(), _question_block_end(text, m.end())) for m in _QUESTION.finditer(text)]
+    found += _listings_of_options(text, options)
+    return sorted(found)
+
+
+def _question_block_end(text: str, header_end: int) -> int:
+    """The end of an echoed question: its header line, up to three lines of question text,
+    then the lines listing options; just the header line when no options follow."""
+    pos, end, text_lines, seen_options = header_end, header_end, 0, False
+    for line in text[header_end:header_end + 4000].split("\n")[1:]:
+        pos += len(line) + 1
+        if _OPTION_LINE.match(line):
+            seen_options, end = True, pos
+        elif seen_options or text_lines >= 3:
+            break
+        elif line.strip():
+            text_lines += 1
+    return min(end, len(text))
+
+
+def _listings_of_options(text: str, options: Options) -> list[tuple[int, int]]:
+    """Runs of two or more lines that list the item's options verbatim ("A) platelet")."""
+    found, run, pos = [], [], 0
+    for line in text.split("\n") + [""]:
+        m = _LISTED.match(line)
+        if m and m.group(1) in options and _norm(m.group(2)) == _norm(options[m.group(1)]):
+            run.append((pos, pos + len(line)))
+        elif line.strip() or not run:
+            if len(run) >= 2:
+                found.append((run[0][0], run[-1][1]))
+            run = []
+        pos += len(line) + 1
+    return found
+
+
+def _norm(text: str) -> str:
+    return " ".join(re.findall(r"[^\W_]+", text.lower().replace("&", " and ")))
+
+
+# ---------------------------------------------------------------------------------------------
+# Option texts and letters
+
+_NONE_SYNONYM = re.compile(r"(?<![^\W_])none\s+of\s+(?:the|these|those)\s+(?:listed\s+|given\s+|"
+                           r"above\s+|provided\s+)?(?:options|choices|answers)(?![^\W_])", re.I)
+
+
+@lru_cache(maxsize=4096)
+def _option_pattern(option: str) -> re.Pattern | None:
+    """Option text, normalised: any case, any run of spaces/punctuation/hyphens/underscores between
+    words, "&" for "and", an optional plural; a one-character option ("S") only as written."""
+    words = re.findall(r"[^\W_]+", option)
+    if not words:
         return None
-    last = letters[-1]
-    if last not in options:
-        return Invalid(f"letter_out_of_range({last})")
-    return last
+    if len(words) == 1 and len(words[0]) == 1:
+        return re.compile(rf"(?<![^\W_]){re.escape(words[0])}(?![^\W_])")
+    parts = ["(?:and|&)" if w.lower() == "and" else re.escape(w) for w in words]
+    last = words[-1]
+    if len(last) > 3 and last.isalpha():
+        parts[-1] = (re.escape(last[:-1]) + "s?") if last.lower().endswith("s") else (
+            re.escape(last) + "(?:e?s)?")
+    # Not the tail of a hyphenated word: "Pro-metaphase" does not name "metaphase".
+    return re.compile(r"(?<![^\W_])(?<![^\W_]-)" + r"[\W_]+".join(parts) + r"(?![^\W_])", re.I)
 
 
-def rule_lone_letter(text: str, options: Mapping[str, str]) -> "str | Invalid | None":
-    """The whole response is one letter, optionally wrapped: `(B)`, `B.`, `**B**`, `$B$`."""
-    m = _LONE.match(text)
-    if not m:
+def _none_letter(options: Options) -> str | None:
+    return next((k for k, v in options.items() if _norm(v) == "none of the above"), None)
+
+
+def _mentions(text: str, options: Options) -> list[tuple[int, int, str]]:
+    """Non-overlapping (start, end, letter) mentions of option texts, leftmost-longest
+    ("early anaphase", not "anaphase")."""
+    found = []
+    for letter, option in options.items():
+        pattern = _option_pattern(option)
+        if pattern is not None:
+            found += [(m.start(), m.end(), letter) for m in pattern.finditer(text)]
+    if none := _none_letter(options):
+        found += [(m.start(), m.end(), none) for m in _NONE_SYNONYM.finditer(text)]
+    kept: list[tuple[int, int, str]] = []
+    for f in sorted(found, key=lambda f: (f[0], f[0] - f[1])):
+        if not kept or f[0] >= kept[-1][1]:
+            kept.append(f)
+    return kept
+
+
+_ARTICLE = re.compile(r"(?:an?|the)\s+", re.I)
+
+
+def _option_at(text: str, pos: int, options: Options, article: bool = True
+               ) -> tuple[str, int] | None:
+    """(letter, end) of the longest option text starting at `pos` (after an article)."""
+    starts = [pos]
+    if article and (m := _ARTICLE.match(text, pos)):
+        starts.append(m.end())
+    best = None
+    for start in starts:
+        for letter, option in options.items():
+            pattern = _option_pattern(option)
+            m = pattern.match(text, start) if pattern is not None else None
+            if m and (best is None or m.end() > best[1]):
+                best = (letter, m.end())
+        if none := _none_letter(options):
+            if (m := _NONE_SYNONYM.match(text, start)) and (best is None or m.end() > best[1]):
+                best = (none, m.end())
+    return best
+
+
+_CLOSERS = re.compile(r"(?:[)\]}*_`\"'“”’）】$]+|\\[)\]]){0,8}")
+_STRONG_AFTER = re.compile(r"\s*(?:$|\n|[.,;:!?。，；：、)\]}\-–—/|<]|[^\x00-\x7f])")
+_WORD_AFTER = re.compile(r"\s+\(?([A-Za-z]+)")
+_CONNECTORS = frozenset("because since as given due which that is was with for from here based "
+                        "considering seems appears".split())
+_MULTI = re.compile(r"\s*[(\[]?\s*(?:,|\band/or\b|/|&|\bor\b|\band\b|或|和|、|以及)\s*"
+                    r"(?:(?:possibly|maybe|perhaps|also|option|choice|either)\s+)*[(\[*$（]*"
+                    r"([A-Za-z])(?![A-Za-z0-9])(?!\s+(?:is|are|was|were|would|could|can|has|have)\b)")
+_LABEL_SEP = re.compile(r"\s*[).:：\-–—,]?\s*")
+
+
+@dataclass(frozen=True)
+class _Letter:
+    letter: str  # as written (case kept)
+    start: int
+    end: int  # after closing wrappers
+
+
+def _letter_at(text: str, pos: int, options: Options) -> _Letter | None:
+    """A letter written as a choice at `pos`: followed by punctuation, the end, its own option text,
+    a connector ("A because") or another letter ("A or C"); not the article in "A cell" nor the "B"
+    of "B cells"."""
+    c = text[pos:pos + 1]
+    if not (c.isascii() and c.isalpha()) or (pos and text[pos - 1].isascii()
+                                              and text[pos - 1].isalnum()):
         return None
-    letter = m.group(1).upper()
+    nxt = text[pos + 1:pos + 2]
+    if nxt.isascii() and (nxt.isalnum() or nxt == "'"):
+        return None
+    end = _CLOSERS.match(text, pos + 1).end()
+    if (_STRONG_AFTER.match(text, end) or re.search(r"[)\]）】]", text[pos + 1:end])
+            or _MULTI.match(text, end)):
+        return _Letter(c, pos, end)
+    if c.islower():
+        return None
+    own = options.get(c)
+    if own and (p := _option_pattern(own)) and p.match(text, _LABEL_SEP.match(text, end).end()):
+        return _Letter(c, pos, end)
+    word = _WORD_AFTER.match(text, end)
+    if word and (word.group(1).lower() in _CONNECTORS or (word.group(1)[0].isupper() and c != "A")):
+        return _Letter(c, pos, end)
+    return None
+
+
+def _judge_letter(text: str, tok: _Letter, options: Options) -> Verdict:
+    """A letter token → the letter, or invalid: outside the options, one of several, or labelled
+    with another option's text ("B) neutrophil" when B is eosinophil)."""
+    letter = tok.letter.upper()
+    multi = _MULTI.match(text, tok.end)
+    if multi and multi.group(1).upper() != letter and (
+            multi.group(1).isupper() == tok.letter.isupper()):
+        return Invalid("multiple_answers")
+    if letter not in options:
+        return Invalid(f"letter_out_of_range({letter})")
+    label = _option_at(text, _LABEL_SEP.match(text, tok.end).end(), options)
+    if label and label[0] != letter and re.match(r"\s*(?:$|\n|[.,;)*])", text[label[1]:]):
+        own = _option_pattern(options[letter])
+        if not (own and own.search(text, tok.end, label[1])):
+            return Invalid("letter_text_mismatch")
+    return letter
+
+
+def _starts_with_option_text(text: str, pos: int, options: Options) -> str | None:
+    """The option whose own text starts at `pos` with a letter-like word ("C. elegans", "S")."""
+    hit = _option_at(text, pos, options, article=False)
+    return hit[0] if hit else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule 1: explicit commitments
+
+_FILLER = re.compile(
+    r"(?:[\s*_`\"'“”‘’(\[{（【$:：>#=]+|\\(?:boxed|text|textbf|mathbf|mathrm|textrm|mathtt)\s*\{|"
+    r"\\[(\[]|\b(?:option|choice|letter|most\s+likely|more\s+likely|likely|probably|clearly|"
+    r"definitely|therefore|thus|then|simply|indeed)\b){0,12}", re.I)
+_I = r"(?i:"  # case-insensitive words around a case-sensitive letter
+
+# (pattern, strong): strong markers may point at an option text, weak ones only at a letter.
+_MARKERS: tuple[tuple[re.Pattern, bool], ...] = tuple(
+    (re.compile(p, re.I | re.M), strong) for p, strong in (
+    (r"(?:\b(?:the|my|our)\s+)?(?:\b(?:final|correct|right|best|most\s+(?:likely|appropriate|"
+     r"probable|plausible|accurate)|revised|updated|new)\s+)?\banswers?\b(?:\s+(?:here|therefore|"
+     r"then|thus|choice|option|letter))?[\s*_]*(?:is|are|would\s+be|should\s+be|will\s+be|must\s+be|"
+     r"seems\s+to\s+be|[:：=\-–—])", True),
+    (r"\b(?:final|correct|right|best)\s+answer\b", True),
+    (r"^[ \t*_#]*(?:final[ \t]+)?answer[ \t*_]*:?[ \t*_]*$", True),
+    (r"\b(?:the\s+)?(?:correct|right|best|most\s+(?:likely|appropriate|plausible))\s+(?:option|"
+     r"choice|letter|response|selection)\s*(?:is|would\s+be|[:：=])", True),
+    (r"\bI\s*(?:would|will|'d|’d|'ll|’ll|am\s+going\s+to)?\s*(?:choose|select|pick|go\s+with|"
+     r"opt\s+for)\b|\bI\s*(?:would|'d|’d)\s+say\b|\b(?:my\s+)?(?:choice|selection|pick)\s*(?:is|:|：)|"
+     r"\bgoing\s+with\b|\bchange\s+(?:my\s+answer\s+)?to\b", True),
+    (r"\b(?:corresponds?\s+to|matches|refers\s+to)\s+(?=option|choice)", True),
+    (r"\\boxed\s*\{|<answer>", True),
+    (r"(?:最终|正确)?答案\s*(?:应该是|应该为|应为|应是|是|为|选|：|:)?|(?:故|应|因此|所以|我|则|只能)?选(?:择)?"
+     r"(?!项)\s*(?:是|为|：|:)?|正确的?(?:选项|答案)\s*(?:是|为|：|:)?", True),
+    (r"\b(?:so|thus|therefore|hence|i\.e\.|leaves|leaving)\b[\s,:]*(?:it'?s\s+|it\s+is\s+)?",
+     False),
+    (r"\b(?:it'?s|it’s|it\s+is|this\s+is|that\s+is|makes\s+it|it\s+must\s+be|it\s+should\s+be|"
+     r"it\s+would\s+be|this\s+would\s+be)\b", False),
+    (r"\b(?:actually|correction|I\s+meant|I\s+mean|on\s+second\s+thought|wait|rather|make\s+that|"
+     r"sorry)\b[\s,:;—–\-]*(?:no\b[\s,—–\-]*)?(?:it'?s\s+|it\s+is\s+)?", False),
+))
+# Letter first: "D is the correct answer", "Option D (immature granulocyte) seems the best fit".
+_LETTER_FIRST = tuple(re.compile(p) for p in (
+    r"(?<![A-Za-z0-9])" + _I + r"(?:option\s+|choice\s+)?)[(\[*]{0,3}([A-Z])[)\]*]{0,3}"
+    r"(?:\s*\([^()\n]{1,60}\))?\s+" + _I + r"(?:(?:is|seems|appears|looks)\s+(?:to\s+be\s+)?"
+    r"(?:the\s+)?(?:correct|right|best|"
+    r"most\s+likely|more\s+likely|most\s+appropriate|closest)\b|is\s+(?:the\s+)?(?:correct\s+|right\s+|"
+    r"best\s+)?answer\b|fits\s+(?:best|better)\b))",
+    r"(?<![A-Za-z0-9])([A-Z])(?![A-Za-z0-9])[ \t]{0,3}(?:是|为)?[ \t]{0,3}(?:正确|对的)",
+))
+
+
+def _read_target(text: str, pos: int, options: Options, strong: bool
+                 ) -> tuple[Verdict, int, int]:
+    """What a marker ending at `pos` commits to: (verdict, start, end) of its target."""
+    start = _FILLER.match(text, pos).end()
+    if strong and (hit := _option_at(text, start, options)):
+        literal = _starts_with_option_text(text, start, options)
+        tok = _letter_at(text, start, options)
+        if literal or tok is None or tok.letter.upper() == hit[0]:
+            return hit[0], start, hit[1]
+    tok = _letter_at(text, start, options)
+    if tok is None:
+        return None, start, start
+    verdict = _judge_letter(text, tok, options)
+    if not strong and isinstance(verdict, Invalid) and verdict.reason.startswith("letter_out"):
+        return None, start, start
+    return verdict, tok.start, tok.end
+
+
+def rule_final_answer(text: str, options: Options) -> Verdict:
+    """Explicit commitments ("ANSWER: B", "the answer is (B)", "答案是B", "\\boxed{B}", "actually
+    C"); the last one wins."""
+    found: dict[int, tuple[int, int, Verdict]] = {}  # target start → (marker start, end, verdict)
+    for pattern, strong in _MARKERS:
+        for m in pattern.finditer(text):
+            verdict, start, end = _read_target(text, m.end(), options, strong)
+            if verdict is not None and (start not in found or m.start() < found[start][0]):
+                found[start] = (m.start(), end, verdict)
+    for pattern in _LETTER_FIRST:
+        for m in pattern.finditer(text):
+            tok = _Letter(m.group(1), m.start(1), m.end(1))
+            found.setdefault(m.start(1), (m.start(1), m.end(), _judge_letter(text, tok, options)))
+    if not found:
+        return None
+    ordered = [found[k] for k in sorted(found)]
+    last = ordered[-1]
+    if len(ordered) > 1:
+        prev = ordered[-2]
+        between = text[prev[1]:last[0]]
+        if prev[2] != last[2] and not re.search(r"[^\W\d_]", between):
+            return Invalid("conflicting_answers")
+    return last[2]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules 2-4: letters without a statement
+
+_WRAPPING = " \t\n*_`\"'“”‘’()[]{}（）【】$>#.:：。!"
+_LATEX = re.compile(r"\\(?:boxed|text|textbf|mathbf|mathrm)\s*\{|\\[()\[\]]")
+_LABEL_WORD = re.compile(r"(?:option|choice|letter|answer)\s*[:：]?", re.I)
+_LIST_SEP = re.compile(r",|/|&|\bor\b|\band\b|\n", re.I)
+
+
+def _bare_letter(text: str) -> str | None:
+    """The one letter `text` consists of, once wrappers are gone: `(B)`, `**B**`, `$\\text{B}$`,
+    `Option C`; else None."""
+    core = _LATEX.sub(" ", text).strip(_WRAPPING)
+    core = _LABEL_WORD.sub("", core, count=1).strip(_WRAPPING) if _LABEL_WORD.match(core) else core
+    return core if len(core) == 1 and core.isascii() and core.isalpha() else None
+
+
+_LEADS = re.compile(r"^[ \t]*[(\[]?([A-Z])[)\].:]", re.M)
+
+
+def rule_lone_letter(text: str, options: Options) -> Verdict:
+    """The response, or its last line or sentence, is one letter: `B`, `(B)`, `**B**`, `$B$`,
+    `\\boxed{B}`, `[B]`, lowercase `b`; a bare list of letters ("B and D") is several answers."""
+    if _is_option_text(text, options):
+        return None  # the whole response is an option text, e.g. "S"
+    if letter := _bare_letter(text):
+        return _in_range(letter.upper(), options)
+    parts = [part for part in _LIST_SEP.split(text) if part.strip()]
+    listed = [_bare_letter(part) for part in parts]
+    if len(parts) > 1 and all(listed):
+        letters = {letter.upper() for letter in listed}
+        if len(letters) > 1:
+            return Invalid("multiple_answers")
+        return _in_range(letters.pop(), options)
+    lines = [line for line in text.split("\n") if line.strip()]
+    if len(lines) > 1 and not _is_option_text(lines[-1], options) and (
+            letter := _bare_letter(lines[-1])):
+        return _in_range(letter.upper(), options)
+    sentences = re.split(r"(?<=[.!?。])\s+", lines[-1]) if lines else []
+    if len(sentences) > 1 and not _is_option_text(sentences[-1], options) and (
+            letter := _bare_letter(sentences[-1])) and letter in options:
+        return letter
+    return None
+
+
+def _is_option_text(text: str, options: Options) -> bool:
+    return _norm(text) in {_norm(v) for v in options.values()}
+
+
+def _in_range(letter: str, options: Options) -> Verdict:
     return letter if letter in options else Invalid(f"letter_out_of_range({letter})")
 
 
-def rule_letter_with_text(text: str, options: Mapping[str, str]) -> "str | Invalid | None":
-    """A letter followed by its own option text: "B. Lymphocyte", "(B) lymphocyte"."""
-    m = _LEADING_LETTER.match(text)
-    if not m or m.group(1) not in options:
+# A letter opening a line, then a separator (group 2), the end of the line, or spaces (group 3).
+_LEAD_LETTER = re.compile(r"^[\s*_`\"'“”(\[（【>#]*([A-Za-z])[*_`]*"
+                          r"(?:[ \t]*([).:：,，、。\]）】\-–—])[ \t*_`]*|[ \t*_`]*(?=\n|$)|"
+                          r"([ \t]+))")
+
+
+def _enumerates(text: str) -> bool:
+    """Lines that start with different letters ("A) ... / B) ...") list options, not an answer."""
+    return len({m.group(1) for m in _LEADS.finditer(text)}) > 1
+
+
+def rule_letter_with_text(text: str, options: Options) -> Verdict:
+    """A letter followed by its own option text: "B. Lymphocyte", "B) lymphocyte", "(B) lymphocyte",
+    on the first line, or as the whole last line."""
+    lines = [line for line in text.split("\n") if line.strip()]
+    if not lines or _enumerates(text):
         return None
-    head = normalize(m.group(2).splitlines()[0])
-    opt = normalize(options[m.group(1)])
-    return m.group(1) if opt and head.startswith(opt) else None
+    candidates = [(lines[0], False)] + ([(lines[-1], True)] if len(lines) > 1 else [])
+    for line, whole in candidates:
+        m = _LEAD_LETTER.match(line)
+        if not m or _starts_with_option_text(line, len(line) - len(line.lstrip(" \t*_`>#")),
+                                             options):
+            continue
+        letter, sep = m.group(1), m.group(2)
+        if letter.islower() and sep not in (")", "."):
+            continue
+        hit = _option_at(line, m.end(), options)
+        if not hit:
+            continue
+        rest = line[hit[1]:]
+        if (whole or not sep) and not re.fullmatch(r"[\s*_`.)\]]*", rest):
+            continue  # "A lymphocyte would have...": an article, not a letter
+        if hit[0] == letter.upper():
+            return hit[0]
+        if sep and re.match(r"\s*(?:$|[.,;)*])", rest):
+            return Invalid("letter_text_mismatch")
+    return None
 
 
-def rule_option_text(text: str, options: Mapping[str, str]) -> "str | Invalid | None":
-    """The option text alone (normalised); the longest option found wins if it is unique."""
-    norm = f" {normalize(text)} "
-    found = [(len(normalize(t)), letter) for letter, t in options.items()
-             if normalize(t) and f" {normalize(t)} " in norm]
-    if not found:
+def rule_leading_letter(text: str, options: Options) -> Verdict:
+    """The first line starts with a letter and a separator, then explains: "B. The cell has...",
+    "C\\n\\nThe nucleus...", "C.\\n\\nA. platelet: no"; not "A cell in mitosis", nor "C. elegans",
+    nor the first line of an enumeration ("A) platelet: too small\\nB) ...")."""
+    first = text.split("\n", 1)[0]
+    m = _LEAD_LETTER.match(first + "\n")
+    if not m or m.group(3) is not None or (_enumerates(text) and not _bare_letter(first)):
+        return None  # a bare letter on the first line answers, even above notes on other options
+    if _starts_with_option_text(first, len(first) - len(first.lstrip(" \t*_`>#")), options):
         return None
-    found.sort(reverse=True)
-    longest = [l for n, l in found if n == found[0][0]]
-    # Shorter matches contained in the longest one ("cell" in "stem cell") do not compete.
-    competitors = [l for n, l in found
-                   if l not in longest and normalize(options[l]) not in normalize(
-                       options[longest[0]])]
-    if len(longest) == 1 and not competitors:
-        return longest[0]
-    return Invalid("ambiguous_option_text")
+    letter, sep = m.group(1), m.group(2)
+    if letter.islower() and sep not in (")", "."):
+        return None
+    tok = _Letter(letter, m.start(1), m.end(1))
+    return _judge_letter(first, tok, options)
 
 
-def rule_refusal(text: str, options: Mapping[str, str]) -> "str | Invalid | None":
-    return Invalid("refusal") if _REFUSAL.search(text) else None
+# ---------------------------------------------------------------------------------------------
+# Rule 5: option text
+
+_CLAUSE_BREAK = re.compile(r"[.;:!?,()\n—–]|\b(?:but|however|whereas|while|yet)\b", re.I)
+_NEGATED_BEFORE = re.compile(
+    r"\b(?:not|no|nor|neither|unlike|than|except|excluding|exclude[sd]?|without|instead|"
+    r"isn'?t|aren'?t|wasn'?t|doesn'?t|don'?t|never|ruled?\s+out|rules\s+out|mistaken\s+for)\b",
+    re.I)
+_NEGATED_AFTER = re.compile(
+    r"^\W{0,3}\s*(?:(?:tissue|cells?|phase|stage|microscopy|here)\s+)?"
+    r"(?:(?:is|are|was|were|seems?|looks?|appears?)\s+(?:not|unlikely|incorrect|wrong|"
+    r"excluded|ruled\s+out|less\s+likely)\b|(?:can|could)\s+be\s+(?:excluded|ruled\s+out)\b|"
+    r"would\b|does\s*n[o']t\b|do\s+not\b|\?\s*no\b)", re.I)
+_COMMITTED_BEFORE = re.compile(
+    r"(?:\b(?:is|are|shows?|showing|depicts?|represents?|indicates?|indicating|suggests?|"
+    r"suggesting|consistent\s+with|compatible\s+with|(?:identified|classified)\s+as|"
+    r"(?:identify|classify)\s+(?:it|this|the\s+\w+)\s+as|(?:appears|seems)\s+to\s+be|must\s+be|"
+    r"looks?\s+(?:most\s+)?like|diagnosis))\s*(?:(?:most|more)\s+)?(?:likely\s+|probably\s+|"
+    r"clearly\s+|definitely\s+)?(?:an?\s+|the\s+)?$", re.I)
+# "...grey-blue cytoplasm: monocyte." — a colon or dash commits only to a text that ends the clause.
+_LABELLED_BEFORE = re.compile(r"[:：—–=→]\s*(?:an?\s+|the\s+)?$")
+_ENDS_CLAUSE = re.compile(r"\s*(?:$|[.;!\n)])")
+_HEDGED = re.compile(r"^\s*(?:,|/)?\s*\bor\b", re.I)
 
 
-RULES: tuple[tuple[str, Callable[[str, Mapping[str, str]], "str | Invalid | None"]], ...] = (
+def _whole_response_option(text: str, options: Options) -> str | None:
+    """A short response that spells one option with other spacing or hyphens, or abbreviates
+    exactly one option to its first words ("Confocal" for "confocal microscopy"; a bare "None"
+    is no abbreviation of "none of the above", it may mean no answer)."""
+    words = _norm(text).split()
+    if not words or len(words) > 4:
+        return None
+    compact = "".join(words)
+    forms = {compact, compact + "s", compact.removesuffix("s")}  # either side may be plural
+    spelled = [k for k, v in options.items() if _norm(v).replace(" ", "") in forms]
+    if len(spelled) == 1:
+        return spelled[0]
+    starts = [k for k, v in options.items() if _norm(v).split()[:len(words)] == words
+              and len(_norm(v).split()) > len(words) and _norm(v) != "none of the above"]
+    return starts[0] if len(starts) == 1 else None
+
+
+def _positive_mentions(text: str, options: Options) -> list[tuple[str, bool]]:
+    """(letter, committed) for each option text not quoted in a rejected alternative."""
+    out = []
+    breaks = [m.end() for m in _CLAUSE_BREAK.finditer(text)]
+    for start, end, letter in _mentions(text, options):
+        i = bisect.bisect_right(breaks, start)
+        clause_start = breaks[i - 1] if i else 0
+        before = " ".join(text[max(clause_start, start - 80):start].split()[-5:])
+        after = text[end:end + 40]
+        if _NEGATED_BEFORE.search(before) or _NEGATED_AFTER.match(after):
+            continue
+        window = text[max(0, start - 60):start]
+        committed = bool(_COMMITTED_BEFORE.search(window) or (
+            _LABELLED_BEFORE.search(window) and _ENDS_CLAUSE.match(text, end))) and not (
+            _HEDGED.match(after) or re.search(r"\bor\s+(?:an?\s+)?$", text[:start]))
+        out.append((letter, committed))
+    return out
+
+
+def rule_option_text(text: str, options: Options) -> Verdict:
+    """The option text alone ("Immature granulocyte", "IMMATURE_GRANULOCYTE", "Pro-metaphase", or
+    "Confocal" when only one option starts so), else named in the text ("It is a lymphocyte"),
+    ignoring options rejected there ("not a lymphocyte but a neutrophil"): the last one stated as
+    the answer ("this is a ...") wins, else it must be the only one named."""
+    if whole := _whole_response_option(text, options):
+        return whole
+    mentions = _positive_mentions(text, options)
+    committed = [letter for letter, c in mentions if c]
+    if committed:
+        return committed[-1]
+    letters = {letter for letter, _ in mentions}
+    return letters.pop() if len(letters) == 1 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The cascade
+
+_REFUSAL = re.compile(
+    r"\b(?:can(?:no|')?t|can\s+not|unable\s+to|not\s+able\s+to|impossible\s+to|not\s+possible\s+to|"
+    r"too\s+blurry|not\s+enough\s+information|insufficient|need\s+more|"
+    r"(?:don'?t|do\s+not)\s+know|not\s+sure|uncertain|I'?m\s+sorry|I\s+am\s+sorry|sorry|"
+    r"as\s+an\s+AI)\b|无法|不确定|不能确定", re.I)
+
+RULES: tuple[tuple[str, Callable[[str, Options], Verdict]], ...] = (
     ("final_answer", rule_final_answer),
     ("lone_letter", rule_lone_letter),
     ("letter_with_text", rule_letter_with_text),
-    ("refusal", rule_refusal),
+    ("leading_letter", rule_leading_letter),
     ("option_text", rule_option_text),
 )
 
 
-def parse_answer(response: str | None, options: Mapping[str, str]) -> Extraction:
-    """The letter `response` committed to among `options` (letter → text), or invalid."""
-    text = clean(response or "")
-    if not text:
+_LETTER_PAIR = re.compile(r"(?<![A-Za-z0-9])[A-Z][)\]]?\s*(?:,|/|\bor\b|\band\b|或)\s*[(\[]?[A-Z]"
+                          r"(?![A-Za-z0-9])")
+
+
+def _why_invalid(text: str, options: Options) -> str:
+    if _REFUSAL.search(text):
+        return "refusal"
+    if len({letter for letter, _ in _positive_mentions(text, options)}) > 1:
+        return "ambiguous_option_text"
+    return "multiple_answers" if _LETTER_PAIR.search(text) else "no_answer"
+
+
+def _decide(text: str, options: Options) -> Extraction:
+    """Run the rules on already-cleaned text."""
+    if not re.search(r"[^\W_]", text):
         return Extraction(None, INVALID_PREFIX + "empty")
     for name, rule in RULES:
         result = rule(text, options)
@@ -135,4 +588,9 @@ def parse_answer(response: str | None, options: Mapping[str, str]) -> Extraction
             return Extraction(None, INVALID_PREFIX + result.reason)
         if result is not None:
             return Extraction(result, name)
-    return Extraction(None, INVALID_PREFIX + "no_answer")
+    return Extraction(None, INVALID_PREFIX + _why_invalid(text, options))
+
+
+def parse_answer(response: str | None, options: Options) -> Extraction:
+    """The letter `response` committed to among `options` (letter → text), or invalid."""
+    return _decide(clean(response or "", options), options)

@@ -23,6 +23,7 @@ from . import __version__
 from .cache import CachedAdapter, ResponseCache
 from .data import Example, Item, count_items, iter_examples, iter_rows, resolve_source
 from .images import ImageError, encode_image
+from .judge import Judge, judge_summary
 from .parsing import parse_answer
 from .results import (MANIFEST, SAMPLES, SUMMARY_JSON, SUMMARY_MD, SampleWriter, read_json,
                       read_samples, write_json, write_text)
@@ -31,7 +32,7 @@ from .scoring import official_correct, summarize
 from .tables import summary_markdown
 
 # Fields of the manifest that must match for a run folder to be resumed.
-RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image")
+RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image", "judge")
 # Where the model is served from may change between a run and its resumption; what it is may not.
 MODEL_KEYS_FREE_ON_RESUME = ("base_url", "base_urls", "timeout_s", "openai_sdk", "server")
 ABORT_AFTER_SAME_FAILURES = 8
@@ -71,6 +72,8 @@ class RunConfig:
     use_cache: bool = True
     cache_path: Path | None = None
     progress: bool = True
+    judge: str | None = None  # a model spec, asked only about responses the parser left invalid
+    judge_base_url: str | None = None
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
     @property
@@ -114,15 +117,17 @@ async def _run(config: RunConfig) -> dict[str, Any]:
                                  image_detail=config.image_detail)
     except ValueError as exc:
         raise RunError(str(exc)) from exc
-    manifest = build_manifest(config, source.describe(), template, adapter)
     out = Path(config.output)
+    judge = _make_judge(config)
+    manifest = build_manifest(config, source.describe(), template, adapter)
+    manifest["judge"] = judge.describe() if judge else None
     done = prepare_output(out, manifest, config.force)
     write_json(out / MANIFEST, manifest)
     handler = _log_to(out / RUN_LOG)
-    cache = None
-    if config.use_cache and adapter.cache_identity() is not None:
-        cache = ResponseCache(config.cache_path)
-        adapter = CachedAdapter(adapter, cache, adapter.cache_identity())
+    cache = ResponseCache(config.cache_path) if config.use_cache else None
+    adapter = _cached(adapter, cache)
+    if judge:
+        judge.adapter = _cached(judge.adapter, cache)
     selection = dict(datasets=config.datasets, question_types=config.question_types,
                      limit=config.limit, include_excluded=config.include_excluded)
     examples = iter_examples(iter_rows(source), **selection)
@@ -132,13 +137,16 @@ async def _run(config: RunConfig) -> dict[str, Any]:
     try:
         with SampleWriter(out / SAMPLES) as writer:
             await _pipeline(config, examples, template, adapter, writer, done, progress,
-                            total=asyncio.to_thread(count_items, source, **selection))
+                            total=asyncio.to_thread(count_items, source, **selection),
+                            judge=judge)
     except asyncio.CancelledError:
         log.warning("interrupted after %d items; re-run the same command to resume",
                     progress.done)
         raise
     finally:
         await adapter.aclose()
+        if judge:
+            await judge.aclose()
         if cache is not None:
             cache.close()
         logging.getLogger("ubench").removeHandler(handler)
@@ -158,9 +166,25 @@ def _log_to(path: Path) -> logging.Handler:
     return handler
 
 
+def _cached(adapter: Adapter, cache: ResponseCache | None) -> Adapter:
+    identity = adapter.cache_identity()
+    return adapter if cache is None or identity is None else CachedAdapter(adapter, cache, identity)
+
+
+def _make_judge(config: RunConfig) -> Judge | None:
+    if not config.judge:
+        return None
+    try:
+        adapter = create_adapter(config.judge, base_url=config.judge_base_url, seed=config.seed,
+                                 timeout=config.timeout, concurrency=config.concurrency)
+    except ValueError as exc:
+        raise RunError(f"--judge: {exc}") from exc
+    return Judge(adapter, RetryPolicy(max_attempts=config.max_attempts))
+
+
 async def _pipeline(config: RunConfig, examples, template: Template, adapter: Adapter,
                     writer: SampleWriter, done: set[str], progress: Progress,
-                    total) -> None:
+                    total, judge: Judge | None = None) -> None:
     from tqdm.auto import tqdm
 
     queue: asyncio.Queue = asyncio.Queue(maxsize=2 * config.concurrency)
@@ -218,6 +242,8 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
                 continue  # drain: the run is stopping
             record = await _evaluate(item, image, image_error, template, adapter, config, policy,
                                      on_retry)
+            if judge:
+                await judge.review(record, item.question)
             emit(record)
             _watch_failures(record, progress, abort)
 
@@ -401,7 +427,10 @@ def finalize(out: Path) -> dict[str, Any]:
     out = Path(out)
     manifest = read_json(out / MANIFEST) if (out / MANIFEST).exists() else None
     seed = manifest["seed"] if manifest else 0
-    summary = summarize(latest_records(out), seed=seed)
+    records = latest_records(out)
+    summary = summarize(records, seed=seed)
+    if judged := judge_summary(records):
+        summary["judge"] = judged
     write_json(out / SUMMARY_JSON, summary)
     write_text(out / SUMMARY_MD, summary_markdown(summary, manifest))
     return summary

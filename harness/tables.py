@@ -32,6 +32,12 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
         f"fine excludes {', '.join(FINE_TOTAL_EXCLUDED)}.",
         "",
     ]
+    if judge := summary.get("judge"):
+        lines += [f"LLM judge {judge['model']}: asked about {judge['n_asked']} invalid responses, "
+                  f"decided {judge['n_decided']}; robust accuracy {_pct(judge['without']['accuracy'])}"
+                  f" without it, {_pct(judge['with']['accuracy'])} with it (invalid rate "
+                  f"{_pct(judge['without']['invalid_rate'])} → {_pct(judge['with']['invalid_rate'])}).",
+                  ""]
     head = ["scorer", "coarse", "fine", *COARSE_TYPES, "pathology coarse", "pathology fine"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scorer, groups in summary["scorers"].items():
