@@ -72,6 +72,9 @@ class Item:
     problem: str | None = None
     # Set when the item is scored but something in the row disagrees (e.g. answer_idx).
     warning: str | None = None
+    # Set by harness.options_order: original option indices in the order shown, and the rotation.
+    option_order: tuple[int, ...] | None = None
+    rotation: int | None = None
 
     @property
     def letters(self) -> str:

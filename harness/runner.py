@@ -11,6 +11,7 @@ import hashlib
 import json
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 from adapters import Adapter, AdapterError, ChatRequest, GenerationParams, create_adapter
 from prompts import Template, TemplateError, load_template, render
 
-from . import __version__
+from . import __version__, options_order
 from .data import Example, Item, iter_examples, iter_rows, resolve_source
 from .images import ImageError, encode_image
 from .parsing import parse_answer
@@ -29,7 +30,7 @@ from .scoring import official_correct, summarize
 from .tables import summary_markdown
 
 # Fields of the manifest that must match for a run folder to be resumed.
-RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image")
+RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image", "options_order")
 ABORT_AFTER_SAME_FAILURES = 8
 
 
@@ -60,6 +61,8 @@ class RunConfig:
     image_format: str = "auto"
     max_pixels: int | None = None
     image_detail: str | None = None
+    shuffle_options: int | None = None
+    circular: bool = False
     force: bool = False
     progress: bool = True
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
@@ -82,20 +85,49 @@ class Progress:
     successes: int = 0
 
 
+@dataclass
+class Variant:
+    """One template's run inside a pipeline: where its records go, and the items already done."""
+
+    template: Template
+    writer: SampleWriter
+    done: set[str]
+
+
 def run(config: RunConfig) -> dict[str, Any]:
     """Run (or resume) an evaluation into `config.output`; returns the summary."""
+    return _run_sync(config, [(config.prompt, Path(config.output))])[0]
+
+
+def run_prompts(config: RunConfig, prompts: list[str]) -> dict[str, dict[str, Any]]:
+    """A prompt study: every template on the same items, into `config.output/<template name>/`.
+
+    One pipeline serves all variants, so each image is read and encoded once for all of them.
+    Returns the summaries by template name.
+    """
     try:
-        return asyncio.run(_run(config))
+        names = [load_template(p).name for p in prompts]
+    except TemplateError as exc:
+        raise RunError(str(exc)) from exc
+    if len(set(names)) != len(names):
+        raise RunError(f"--prompt names the same template twice ({', '.join(names)})")
+    outs = [Path(config.output) / name for name in names]
+    return dict(zip(names, _run_sync(config, list(zip(prompts, outs)))))
+
+
+def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+    try:
+        return asyncio.run(_run(config, specs))
     except KeyboardInterrupt:
-        print(f"\nInterrupted. Everything finished so far is saved in {config.output}/{SAMPLES}; "
+        print(f"\nInterrupted. Everything finished so far is saved in {config.output}; "
               "run the same command again to resume.", file=sys.stderr)
         raise
 
 
-async def _run(config: RunConfig) -> dict[str, Any]:
+async def _run(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str, Any]]:
     source = resolve_source(config.dataset, config.revision)
     try:
-        template = load_template(config.prompt)
+        templates = [load_template(prompt) for prompt, _ in specs]
     except TemplateError as exc:
         raise RunError(str(exc)) from exc
     try:
@@ -105,25 +137,31 @@ async def _run(config: RunConfig) -> dict[str, Any]:
                                  image_detail=config.image_detail)
     except ValueError as exc:
         raise RunError(str(exc)) from exc
-    manifest = build_manifest(config, source.describe(), template, adapter)
-    out = Path(config.output)
-    done = prepare_output(out, manifest, config.force)
-    write_json(out / MANIFEST, manifest)
+    outs = [out for _, out in specs]
+    done = []
+    for template, out in zip(templates, outs):
+        manifest = build_manifest(config, source.describe(), template, adapter)
+        done.append(prepare_output(out, manifest, config.force))
+        write_json(out / MANIFEST, manifest)
 
     rows = iter_rows(source)
     examples = iter_examples(rows, datasets=config.datasets, question_types=config.question_types,
                              limit=config.limit, include_excluded=config.include_excluded)
-    progress = Progress(skipped=len(done))
+    examples = options_order.transform(examples, shuffle_seed=config.shuffle_options,
+                                       circular=config.circular)
+    progress = Progress(skipped=sum(map(len, done)))
     try:
-        with SampleWriter(out / SAMPLES) as writer:
-            await _pipeline(config, examples, template, adapter, writer, done, progress)
+        with ExitStack() as stack:
+            variants = [Variant(t, stack.enter_context(SampleWriter(out / SAMPLES)), d)
+                        for t, out, d in zip(templates, outs, done)]
+            await _pipeline(config, examples, variants, adapter, progress)
     finally:
         await adapter.aclose()
-    return finalize(out)
+    return [finalize(out) for out in outs]
 
 
-async def _pipeline(config: RunConfig, examples, template: Template, adapter: Adapter,
-                    writer: SampleWriter, done: set[str], progress: Progress) -> None:
+async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapter: Adapter,
+                    progress: Progress) -> None:
     from tqdm.auto import tqdm
 
     queue: asyncio.Queue = asyncio.Queue(maxsize=2 * config.concurrency)
@@ -134,7 +172,7 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
     def on_retry(_: AdapterError) -> None:
         progress.retries += 1
 
-    def emit(record: dict[str, Any]) -> None:
+    def emit(writer: SampleWriter, record: dict[str, Any]) -> None:
         writer.write(record)
         progress.done += 1
         if record.get("error"):
@@ -152,13 +190,13 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
             example = await asyncio.to_thread(next, it, None)
             if example is None:
                 break
-            pending = [i for i in example.items if i.item_id not in done]
+            pending = [(v, i) for v in variants for i in example.items if i.item_id not in v.done]
             if not pending:
                 continue
             bar.total = (bar.total or 0) + len(pending)
             image, image_error = await asyncio.to_thread(_encode, example, config)
-            for item in pending:
-                await queue.put((item, image, image_error))
+            for variant, item in pending:
+                await queue.put((variant, item, image, image_error))
         for _ in range(config.concurrency):
             await queue.put(None)
 
@@ -167,12 +205,12 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
             entry = await queue.get()
             if entry is None:
                 return
-            item, image, image_error = entry
+            variant, item, image, image_error = entry
             if abort:
                 continue  # drain: the run is stopping
-            record = await _evaluate(item, image, image_error, template, adapter, config, policy,
-                                     on_retry)
-            emit(record)
+            record = await _evaluate(item, image, image_error, variant.template, adapter, config,
+                                     policy, on_retry)
+            emit(variant.writer, record)
             _watch_failures(record, progress, abort)
 
     producer = asyncio.create_task(produce())
@@ -247,6 +285,8 @@ def base_record(item: Item, template: Template) -> dict[str, Any]:
         "template_sha256": template.sha256,
         "options": item.option_map,
         "gold": item.gold_letter,
+        "option_order": list(item.option_order) if item.option_order else None,
+        "rotation": item.rotation,
         "data_warning": item.warning,
         "error": None,
     }
@@ -287,6 +327,7 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
         "selection": {"datasets": config.datasets, "question_types": config.question_types,
                       "limit": config.limit, "include_excluded": config.include_excluded},
         "image": {"format": config.image_format, "max_pixels": config.max_pixels},
+        "options_order": {"shuffle_seed": config.shuffle_options, "circular": config.circular},
         "runtime": {"concurrency": config.concurrency, "timeout_s": config.timeout,
                     "max_attempts": config.max_attempts},
     }
@@ -336,11 +377,15 @@ def latest_records(out: Path) -> list[dict[str, Any]]:
 
 
 def finalize(out: Path) -> dict[str, Any]:
-    """(Re)compute summary.json and summary.md from samples.jsonl alone."""
+    """(Re)compute summary.json, summary.md and the report from samples.jsonl alone."""
+    from .report import write_report
+
     out = Path(out)
     manifest = read_json(out / MANIFEST) if (out / MANIFEST).exists() else None
     seed = manifest["seed"] if manifest else 0
-    summary = summarize(latest_records(out), seed=seed)
+    records = latest_records(out)
+    summary = summarize(records, seed=seed)
     write_json(out / SUMMARY_JSON, summary)
     write_text(out / SUMMARY_MD, summary_markdown(summary, manifest))
+    write_report(out, summary=summary, records=records)
     return summary

@@ -26,7 +26,7 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
         ]
     lines += [
         f"{summary['n_scored']} items scored, {summary['n_errors']} errors (not scored), "
-        f"invalid rate {_pct(summary['invalid_rate'])}, {summary['n_data_warnings']} data warnings.",
+        f"invalid rate {pct(summary['invalid_rate'])}, {summary['n_data_warnings']} data warnings.",
         "",
         "Accuracy % ± 95% bootstrap CI (basic, over items, as in the paper); "
         f"fine excludes {', '.join(FINE_TOTAL_EXCLUDED)}.",
@@ -41,7 +41,7 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
         lines.append("| " + " | ".join([scorer, *(fmt(c) for c in cells)]) + " |")
     chance = summary["scorers"]["robust"]
     lines.append("| chance | " + " | ".join(
-        _pct(chance.get(k, {}).get("chance")) for k in
+        pct(chance.get(k, {}).get("chance")) for k in
         ["coarse", "fine", *(f"question_type/{qt}" for qt in COARSE_TYPES),
          "pathology/coarse", "pathology/fine"]) + " |")
     lines += ["", "Clustered by image (robust scorer): coarse "
@@ -59,12 +59,12 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
                      f"{fmt(chance.get(c))} |")
     lines += ["", "## Parser rules (robust scorer)", "", "| rule | n | accuracy |", "|---|---|---|"]
     for rule, info in summary["rules"].items():
-        lines.append(f"| {rule} | {info['n']} | {_pct(info['accuracy'])} |")
+        lines.append(f"| {rule} | {info['n']} | {pct(info['accuracy'])} |")
     if summary["errors_by_type"]:
         lines += ["", "## Errors (not scored)", "", "| type | n |", "|---|---|"]
         lines += [f"| {t} | {n} |" for t, n in summary["errors_by_type"].items()]
     return "\n".join(lines) + "\n"
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}"
