@@ -130,7 +130,9 @@ def score_cmd(run_dir: Path) -> None:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--max-samples", type=click.IntRange(min=0), default=10_000, show_default=True,
               help="Samples embedded in the browser (0 = all); all are in samples.parquet.")
-def report_cmd(run_dir: Path, max_samples: int) -> None:
+@click.option("--no-thumbnails", is_flag=True,
+              help="Do not read the run's dataset again for image thumbnails (e.g. offline).")
+def report_cmd(run_dir: Path, max_samples: int, no_thumbnails: bool) -> None:
     """Write report.html, summary.csv, samples.parquet and plots/ into RUN_DIR."""
     import time
 
@@ -142,7 +144,7 @@ def report_cmd(run_dir: Path, max_samples: int) -> None:
     if not (run_dir / SUMMARY_JSON).exists():
         raise click.ClickException(f"{run_dir}: no {SUMMARY_JSON}; run `ubench score {run_dir}`")
     start = time.perf_counter()
-    path = write_report(run_dir, max_samples=max_samples)
+    path = write_report(run_dir, max_samples=max_samples, with_thumbnails=not no_thumbnails)
     click.echo(f"Report written to {path} ({time.perf_counter() - start:.1f} s)")
 
 

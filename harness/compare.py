@@ -8,7 +8,6 @@ the table, so a difference marked significant survives the multiple comparisons.
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

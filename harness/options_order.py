@@ -27,7 +27,7 @@ def reorder(item: Item, order: Sequence[int], *, item_id: str | None = None,
 
 
 def shuffled(item: Item, seed: int) -> Item:
-    """A permutation drawn from an RNG seeded by (seed, item id): the same whatever the run order."""
+    """A permutation from an RNG seeded by (seed, item id): the same whatever the run order."""
     order = list(range(len(item.options)))
     random.Random(f"{seed}:{item.item_id}").shuffle(order)
     return reorder(item, order)

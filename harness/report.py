@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .data import COARSE_TYPES, DatasetSource, iter_examples, iter_rows, resolve_source
 from .parsing import INVALID_PREFIX
@@ -34,8 +36,11 @@ HEADLINE = ["coarse", "fine", *(f"question_type/{qt}" for qt in COARSE_TYPES),
 
 def write_report(run_dir: Path, *, summary: dict[str, Any] | None = None,
                  records: list[dict[str, Any]] | None = None,
-                 max_samples: int = BROWSER_LIMIT) -> Path:
-    """Write report.html, summary.csv, samples.parquet and plots/*.png into `run_dir`."""
+                 max_samples: int = BROWSER_LIMIT, with_thumbnails: bool = True) -> Path:
+    """Write report.html, summary.csv, samples.parquet and plots/*.png into `run_dir`.
+
+    `with_thumbnails=False` skips reading the dataset again (e.g. offline, for a Hub run).
+    """
     from .runner import latest_records
 
     run_dir = Path(run_dir)
@@ -44,10 +49,11 @@ def write_report(run_dir: Path, *, summary: dict[str, Any] | None = None,
     records = records if records is not None else latest_records(run_dir)
 
     summary_frame(summary).to_csv(run_dir / SUMMARY_CSV, index=False)
-    samples_frame(records).to_parquet(run_dir / SAMPLES_PARQUET, index=False)
+    pq.write_table(samples_table(records), run_dir / SAMPLES_PARQUET)
     plots, plot_note = write_plots(summary, records, run_dir / PLOTS)
     shown = browser_subset(records, max_samples)
-    thumbs, thumb_note = thumbnails(manifest, {r["image_id"] for r in shown})
+    thumbs, thumb_note = (thumbnails(manifest, {r["image_id"] for r in shown}) if with_thumbnails
+                          else ({}, "not read (--no-thumbnails)"))
     page = html_page(
         _title(manifest),
         _header(manifest, summary)
@@ -86,11 +92,13 @@ def outcome(record: dict[str, Any]) -> str:
     return "correct" if record.get("correct") else "wrong"
 
 
-def samples_frame(records: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """The records as a flat table: nested fields (prompt, options, usage, ...) as JSON text."""
+def samples_table(records: Iterable[dict[str, Any]]) -> pa.Table:
+    """The records as a flat Arrow table: nested fields (prompt, options, usage, ...) as JSON text,
+    scalar fields with the types they have in the log (nulls where a field is unset)."""
     flat = [{**{k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
                 for k, v in r.items()}, "outcome": outcome(r)} for r in records]
-    return pd.DataFrame(flat).convert_dtypes()
+    columns = dict.fromkeys(k for r in flat for k in r)  # failed items lack some fields
+    return pa.Table.from_pydict({k: [r.get(k) for r in flat] for k in columns})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +191,8 @@ def thumbnails(manifest: dict[str, Any] | None,
                 if len(found) == len(image_ids):
                     break
     except Exception as exc:  # any failure to read the data must still leave a report
-        return found, f"the dataset at {source.location} could not be read ({exc})"
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        return found, f"the dataset at {source.location} could not be read ({reason})"
     missing = len(image_ids) - len(found)
     return found, (f"{missing} images were not found in the dataset at {source.location}"
                    if missing else None)
@@ -220,7 +229,8 @@ def html_page(title: str, body: str, script: str = "") -> str:
 
 
 def group_label(name: str) -> str:
-    """`dataset/kather_et_al_2016/fine` → `kather_et_al_2016 · fine`, `question_type/stain` → `stain`."""
+    """`dataset/kather_et_al_2016/fine` → `kather_et_al_2016 · fine`; `question_type/stain` →
+    `stain`."""
     parts = name.split("/")
     if parts[0] == "question_type":
         return parts[1]
@@ -400,7 +410,8 @@ def _browser_section(records: list[dict[str, Any]], shown: list[dict[str, Any]],
         "<label>dataset <select id=\"f-dataset\"><option value=\"\">all</option></select></label>"
         "<label>question type <select id=\"f-qtype\"><option value=\"\">all</option></select>"
         "</label><label>outcome <select id=\"f-outcome\"><option value=\"\">all</option>"
-        + "".join(f"<option>{o}</option>" for o in ("correct", "wrong", "invalid", "error"))
+        + "".join(f"<option value=\"{o}\">{o}</option>"
+                  for o in ("correct", "wrong", "invalid", "error"))
         + "</select></label><span id=\"count\"></span>"
         "<button id=\"prev\">◀</button><span id=\"page\"></span><button id=\"next\">▶</button>"
         "</div><div id=\"samples\"></div>"

@@ -57,6 +57,16 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
         lines.append(f"| {ds} | {chance.get(f, {}).get('n', 0)} | {fmt(off.get(f))} | "
                      f"{fmt(chance.get(f))} | {chance.get(c, {}).get('n', 0)} | {fmt(off.get(c))} | "
                      f"{fmt(chance.get(c))} |")
+    if summary.get("circular"):
+        circ = summary["circular"]
+        robust = circ["scorers"]["robust"]
+        rotations = ", ".join(f"r{k} {pct(v['accuracy'])}" for k, v in
+                              circ["per_rotation"].items())
+        lines += ["", "## Circular evaluation (right only if every rotation is right)", "",
+                  f"{circ['n_items']} items ({circ['n_incomplete']} with a failed rotation left "
+                  f"out), robust scorer: coarse {fmt(robust.get('coarse'))} (chance "
+                  f"{pct(robust.get('coarse', {}).get('chance'))}), fine "
+                  f"{fmt(robust.get('fine'))}. Accuracy per rotation: {rotations}."]
     lines += ["", "## Parser rules (robust scorer)", "", "| rule | n | accuracy |", "|---|---|---|"]
     for rule, info in summary["rules"].items():
         lines.append(f"| {rule} | {info['n']} | {pct(info['accuracy'])} |")

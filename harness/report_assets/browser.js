@@ -60,18 +60,28 @@
       `${hits.length} of ${samples.length} samples match`;
     document.getElementById("page").textContent = `page ${page + 1} of ${pages}`;
     const state = new URLSearchParams();
-    for (const key of Object.keys(filters)) if (select(key).value) state.set(key, select(key).value);
+    for (const key of Object.keys(filters)) {
+      if (select(key).value) state.set(key, select(key).value);
+    }
     if (page) state.set("page", page + 1);
     history.replaceState(null, "", state.toString() ? `#${state}` : location.pathname);
   }
 
-  const initial = new URLSearchParams(location.hash.slice(1));
-  for (const key of Object.keys(filters)) select(key).value = initial.get(key) ?? "";
-  page = Math.max(0, (parseInt(initial.get("page"), 10) || 1) - 1);
+  function fromHash() {
+    const state = new URLSearchParams(location.hash.slice(1));
+    for (const key of Object.keys(filters)) select(key).value = state.get(key) ?? "";
+    page = Math.max(0, (parseInt(state.get("page"), 10) || 1) - 1);
+    render();
+  }
+
+  window.addEventListener("hashchange", fromHash);
   for (const key of Object.keys(filters)) {
     select(key).addEventListener("change", () => { page = 0; render(); });
   }
-  document.getElementById("prev").addEventListener("click", () => { page = Math.max(0, page - 1); render(); });
+  document.getElementById("prev").addEventListener("click", () => {
+    page = Math.max(0, page - 1);
+    render();
+  });
   document.getElementById("next").addEventListener("click", () => { page += 1; render(); });
-  render();
+  fromHash();
 })();
