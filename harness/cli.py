@@ -114,7 +114,7 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
 @main.command("score")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def score_cmd(run_dir: Path) -> None:
-    """Recompute summary.json and summary.md of RUN_DIR from samples.jsonl alone."""
+    """Recompute the summaries and the report of RUN_DIR from samples.jsonl alone."""
     from .results import MANIFEST, SAMPLES, read_json
     from .runner import finalize
     from .tables import summary_markdown

@@ -11,6 +11,7 @@ import hashlib
 import html
 import io
 import json
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -183,19 +184,29 @@ def thumbnails(manifest: dict[str, Any] | None,
     ds = manifest["dataset"]
     source = (resolve_source("sample") if ds["kind"] == "sample"
               else DatasetSource(ds["kind"], ds["location"], ds["revision"]))
+    found, note = _read_thumbnails(source, frozenset(image_ids))
+    return dict(found), note
+
+
+@lru_cache(maxsize=2)  # the variants of a prompt study show the same images: read them once
+def _read_thumbnails(source: DatasetSource,
+                     image_ids: frozenset[str]) -> tuple[dict[str, str], str | None]:
     found: dict[str, str] = {}
     try:
         for example in iter_examples(iter_rows(source), include_excluded=True):
             if example.image_id in image_ids and example.image_id not in found:
-                found[example.image_id] = _thumbnail(example.image_bytes)
+                try:
+                    found[example.image_id] = _thumbnail(example.image_bytes)
+                except (OSError, ValueError):  # an unreadable image keeps its placeholder
+                    continue
                 if len(found) == len(image_ids):
                     break
     except Exception as exc:  # any failure to read the data must still leave a report
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         return found, f"the dataset at {source.location} could not be read ({reason})"
     missing = len(image_ids) - len(found)
-    return found, (f"{missing} images were not found in the dataset at {source.location}"
-                   if missing else None)
+    return found, (f"{missing} images are missing from the dataset at {source.location} or "
+                   "unreadable" if missing else None)
 
 
 def _thumbnail(raw: bytes | None) -> str:

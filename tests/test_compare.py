@@ -9,7 +9,7 @@ import pytest
 
 from harness import runner
 from harness.data import iter_examples, iter_rows, resolve_source
-from harness.runner import RunConfig, run_prompts
+from harness.runner import RunConfig, run, run_prompts
 from harness.testserver import TestServer
 from tests.conftest import read_jsonl, ubench
 from tests.responders import sample_oracle
@@ -23,8 +23,7 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         ubench("run", "--model", "vllm/good", "--base-url", server.base_url,
                "--output", str(root / "good"), "--no-progress")
     for name, seed in [("random0", 0), ("random0-again", 0), ("random1", 1)]:
-        ubench("run", "--model", "random", "--seed", str(seed), "--output", str(root / name),
-               "--no-progress")
+        run(RunConfig(model="random", seed=seed, output=root / name, progress=False))
     return {p.name: p for p in root.iterdir()}
 
 
