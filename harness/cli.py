@@ -29,8 +29,10 @@ def _split_csv(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--dataset", "-d", default="sample", show_default=True,
               help="'sample' (bundled, synthetic), 'hub' (jnirschl/uBench), or a local path.")
 @click.option("--revision", default=None, help="Hub revision (default: the pinned one).")
-@click.option("--prompt", "-p", default="official", show_default=True,
-              help="Built-in template name (see `ubench prompts`) or path to a .yaml file.")
+@click.option("--prompt", "-p", "prompts", multiple=True, default=["official"], show_default=True,
+              help="Built-in template name (see `ubench prompts`) or path to a .yaml file. "
+                   "Repeat it for a prompt study: one run per template in OUTPUT/<template>/, "
+                   "then OUTPUT/compare.md and compare.html.")
 @click.option("--base-url", default=None, help="OpenAI-compatible server, e.g. http://host:8000/v1.")
 @click.option("--api-key-env", default=None,
               help="Environment variable holding the API key (default OPENAI_API_KEY / VLLM_API_KEY).")
@@ -58,45 +60,66 @@ def _split_csv(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--judge", default=None, metavar="MODEL",
               help="LLM judge (provider/model) asked only about responses the parser finds invalid.")
 @click.option("--judge-base-url", default=None, help="OpenAI-compatible server of the judge.")
+@click.option("--shuffle-options", type=int, default=None, metavar="SEED",
+              help="Show each item's options in a random order, seeded by SEED and the item id.")
+@click.option("--circular", is_flag=True,
+              help="Ask every rotation of the options; an item is right only if all rotations are.")
 @click.option("--force", is_flag=True, help="Start over in an output folder of another run.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
-def run_cmd(model, output, dataset, revision, prompt, base_url, api_key_env, datasets_,
+def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, datasets_,
             question_types, include_excluded, limit, concurrency, temperature, max_tokens, top_p,
             seed, timeout, max_attempts, image_format, max_image_pixels, image_detail, judge,
-            judge_base_url, force, no_cache, no_progress) -> None:
-    """Evaluate MODEL on uBench and write samples.jsonl, manifest.json and summaries."""
-    from .runner import RunConfig, RunError, run
+            judge_base_url, shuffle_options, circular, force, no_cache, no_progress) -> None:
+    """Evaluate MODEL on uBench and write samples.jsonl, manifest.json, summaries and the report."""
+    from .compare import CompareError, compare, compare_markdown, write_comparison
+    from .report import REPORT_HTML
+    from .results import MANIFEST, read_json
+    from .runner import RunConfig, RunError, run, run_prompts
     from .tables import summary_markdown
-    from .results import read_json, MANIFEST
 
     if output is None:
         safe = model.replace("/", "_")
-        output = Path("results") / f"{safe}-{Path(prompt).stem}"
+        name = Path(prompts[0]).stem if len(prompts) == 1 else "prompts"
+        output = Path("results") / f"{safe}-{name}"
     config = RunConfig(
-        model=model, output=output, dataset=dataset, revision=revision, prompt=prompt,
+        model=model, output=output, dataset=dataset, revision=revision, prompt=prompts[0],
         base_url=base_url, api_key_env=api_key_env, datasets=_split_csv(datasets_),
         question_types=_split_csv(question_types), limit=limit,
         include_excluded=include_excluded, concurrency=concurrency, temperature=temperature,
         max_tokens=max_tokens, top_p=top_p, seed=seed, timeout=timeout,
         max_attempts=max_attempts, image_format=image_format, max_pixels=max_image_pixels,
-        image_detail=image_detail, force=force, use_cache=not no_cache, progress=not no_progress,
-        judge=judge, judge_base_url=judge_base_url,
+        image_detail=image_detail, shuffle_options=shuffle_options, circular=circular,
+        force=force, use_cache=not no_cache, progress=not no_progress, judge=judge,
+        judge_base_url=judge_base_url,
     )
     try:
-        summary = run(config)
+        if len(prompts) == 1:
+            summary = run(config)
+        else:
+            folders = [output / name for name in run_prompts(config, list(prompts))]
     except (RunError, DatasetLoadError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         sys.exit(130)
-    click.echo(summary_markdown(summary, read_json(output / MANIFEST)))
-    click.echo(f"Results written to {output}/")
+    if len(prompts) == 1:
+        click.echo(summary_markdown(summary, read_json(output / MANIFEST)))
+        click.echo(f"Results written to {output}/ (open {output / REPORT_HTML})")
+        return
+    try:
+        result = compare(folders, seed=seed)
+    except CompareError as exc:
+        raise click.ClickException(str(exc)) from None
+    write_comparison(result, output)
+    click.echo(compare_markdown(result))
+    click.echo(f"Runs written to {', '.join(f'{f}/' for f in folders)}; comparison in "
+               f"{output}/compare.md and compare.html")
 
 
 @main.command("score")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def score_cmd(run_dir: Path) -> None:
-    """Recompute summary.json and summary.md of RUN_DIR from samples.jsonl alone."""
+    """Recompute the summaries and the report of RUN_DIR from samples.jsonl alone."""
     from .results import MANIFEST, SAMPLES, read_json
     from .runner import finalize
     from .tables import summary_markdown
@@ -130,6 +153,8 @@ def cache_clear() -> None:
 
     n = ResponseCache().clear()
     click.echo(f"deleted {n} cached responses")
+
+
 @main.command("extract")
 @click.option("--input", "-i", "source", required=True, type=click.Path(path_type=Path),
               help="JSON Lines with at least 'response' and 'options' per line.")
@@ -149,6 +174,52 @@ def extract_cmd(source: Path, target: Path) -> None:
     except ExtractError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(summary_text(stats, target))
+@main.command("report")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--max-samples", type=click.IntRange(min=0), default=10_000, show_default=True,
+              help="Samples embedded in the browser (0 = all); all are in samples.parquet.")
+@click.option("--no-thumbnails", is_flag=True,
+              help="Do not read the run's dataset again for image thumbnails (e.g. offline).")
+def report_cmd(run_dir: Path, max_samples: int, no_thumbnails: bool) -> None:
+    """Write report.html, summary.csv, samples.parquet and plots/ into RUN_DIR."""
+    import time
+
+    from .report import write_report
+    from .results import SAMPLES, SUMMARY_JSON
+
+    if not (run_dir / SAMPLES).exists():
+        raise click.ClickException(f"{run_dir}: no {SAMPLES} to report on")
+    if not (run_dir / SUMMARY_JSON).exists():
+        raise click.ClickException(f"{run_dir}: no {SUMMARY_JSON}; run `ubench score {run_dir}`")
+    start = time.perf_counter()
+    path = write_report(run_dir, max_samples=max_samples, with_thumbnails=not no_thumbnails)
+    click.echo(f"Report written to {path} ({time.perf_counter() - start:.1f} s)")
+
+
+@main.command("compare")
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for compare.md/.html/.json (default: the runs' common parent).")
+@click.option("--scorer", type=click.Choice(["robust", "official"]), default="robust",
+              show_default=True)
+@click.option("--allow-mixed", is_flag=True, help="Compare runs on different dataset revisions.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for the bootstrap.")
+def compare_cmd(run_dirs: tuple[Path, ...], output: Path | None, scorer: str, allow_mixed: bool,
+                seed: int) -> None:
+    """Compare runs on the items they share; the first RUN_DIR is the reference."""
+    import os
+
+    from .compare import CompareError, compare, compare_markdown, write_comparison
+
+    try:
+        result = compare(list(run_dirs), scorer=scorer, allow_mixed=allow_mixed, seed=seed)
+    except CompareError as exc:
+        raise click.ClickException(str(exc)) from None
+    output = output or Path(os.path.commonpath([p.resolve() for p in run_dirs]))
+    paths = write_comparison(result, output)
+    click.echo(compare_markdown(result))
+    click.echo(f"Written to {', '.join(str(p) for p in paths)}")
 
 
 @main.command("prompts")

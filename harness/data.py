@@ -72,6 +72,9 @@ class Item:
     problem: str | None = None
     # Set when the item is scored but something in the row disagrees (e.g. answer_idx).
     warning: str | None = None
+    # Set by harness.options_order: original option indices in the order shown, and the rotation.
+    option_order: tuple[int, ...] | None = None
+    rotation: int | None = None
 
     @property
     def letters(self) -> str:
@@ -162,14 +165,6 @@ def _open(source: DatasetSource, columns: list[str] | None = None):
     elif "image" in (ds.features or {}):
         ds = ds.cast_column("image", datasets.Image(decode=False))
     return ds
-
-
-def count_items(source: DatasetSource, **selection: Any) -> int | None:
-    """How many items a selection holds, reading no images; None where that would be slow (Hub)."""
-    if source.kind == "hub":
-        return selection.get("limit")
-    rows = iter_rows(source, columns=COUNT_COLUMNS)
-    return sum(len(e.items) for e in iter_examples(rows, **selection))
 
 
 def _open_local(path: Path, columns: list[str] | None = None):

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,9 @@ from typing import Any
 from adapters import Adapter, AdapterError, ChatRequest, GenerationParams, create_adapter
 from prompts import Template, TemplateError, load_template, render
 
-from . import __version__
+from . import __version__, options_order
 from .cache import CachedAdapter, ResponseCache
-from .data import Example, Item, count_items, iter_examples, iter_rows, resolve_source
+from .data import COUNT_COLUMNS, Example, Item, iter_examples, iter_rows, resolve_source
 from .images import ImageError, encode_image
 from .judge import Judge, judge_summary
 from .parsing import parse_answer
@@ -32,7 +33,8 @@ from .scoring import official_correct, summarize
 from .tables import summary_markdown
 
 # Fields of the manifest that must match for a run folder to be resumed.
-RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image", "judge")
+RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image", "judge",
+               "options_order")
 # Where the model is served from may change between a run and its resumption; what it is may not.
 MODEL_KEYS_FREE_ON_RESUME = ("base_url", "base_urls", "timeout_s", "openai_sdk", "server")
 ABORT_AFTER_SAME_FAILURES = 8
@@ -68,6 +70,8 @@ class RunConfig:
     image_format: str = "auto"
     max_pixels: int | None = None
     image_detail: str | None = None
+    shuffle_options: int | None = None
+    circular: bool = False
     force: bool = False
     use_cache: bool = True
     cache_path: Path | None = None
@@ -94,20 +98,49 @@ class Progress:
     successes: int = 0
 
 
+@dataclass
+class Variant:
+    """One template's run inside a pipeline: where its records go, and the items already done."""
+
+    template: Template
+    writer: SampleWriter
+    done: set[str]
+
+
 def run(config: RunConfig) -> dict[str, Any]:
     """Run (or resume) an evaluation into `config.output`; returns the summary."""
+    return _run_sync(config, [(config.prompt, Path(config.output))])[0]
+
+
+def run_prompts(config: RunConfig, prompts: list[str]) -> dict[str, dict[str, Any]]:
+    """A prompt study: every template on the same items, into `config.output/<template name>/`.
+
+    One pipeline serves all variants, so each image is read and encoded once for all of them.
+    Returns the summaries by template name.
+    """
     try:
-        return asyncio.run(_run(config))
+        names = [load_template(p).name for p in prompts]
+    except TemplateError as exc:
+        raise RunError(str(exc)) from exc
+    if len(set(names)) != len(names):
+        raise RunError(f"--prompt names the same template twice ({', '.join(names)})")
+    outs = [Path(config.output) / name for name in names]
+    return dict(zip(names, _run_sync(config, list(zip(prompts, outs)))))
+
+
+def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+    try:
+        return asyncio.run(_run(config, specs))
     except KeyboardInterrupt:
-        print(f"\nInterrupted. Everything finished so far is saved in {config.output}/{SAMPLES}; "
+        print(f"\nInterrupted. Everything finished so far is saved in {config.output}; "
               "run the same command again to resume.", file=sys.stderr)
         raise
 
 
-async def _run(config: RunConfig) -> dict[str, Any]:
+async def _run(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str, Any]]:
     source = resolve_source(config.dataset, config.revision)
     try:
-        template = load_template(config.prompt)
+        templates = [load_template(prompt) for prompt, _ in specs]
     except TemplateError as exc:
         raise RunError(str(exc)) from exc
     try:
@@ -117,28 +150,29 @@ async def _run(config: RunConfig) -> dict[str, Any]:
                                  image_detail=config.image_detail)
     except ValueError as exc:
         raise RunError(str(exc)) from exc
-    out = Path(config.output)
+    outs = [out for _, out in specs]
     judge = _make_judge(config)
-    manifest = build_manifest(config, source.describe(), template, adapter)
-    manifest["judge"] = judge.describe() if judge else None
-    done = prepare_output(out, manifest, config.force)
-    write_json(out / MANIFEST, manifest)
-    handler = _log_to(out / RUN_LOG)
+    done = []
+    for template, out in zip(templates, outs):
+        manifest = build_manifest(config, source.describe(), template, adapter)
+        manifest["judge"] = judge.describe() if judge else None
+        done.append(prepare_output(out, manifest, config.force))
+        write_json(out / MANIFEST, manifest)
+    handlers = [_log_to(out / RUN_LOG) for out in outs]
     cache = ResponseCache(config.cache_path) if config.use_cache else None
     adapter = _cached(adapter, cache)
     if judge:
         judge.adapter = _cached(judge.adapter, cache)
-    selection = dict(datasets=config.datasets, question_types=config.question_types,
-                     limit=config.limit, include_excluded=config.include_excluded)
-    examples = iter_examples(iter_rows(source), **selection)
-    progress = Progress(skipped=len(done))
-    log.info("run %s: model %s, template %s, %d items already done", out, config.model,
-             template.name, len(done))
+    progress = Progress(skipped=sum(map(len, done)))
+    log.info("run: model %s, templates %s, %d items already done", config.model,
+             ", ".join(t.name for t in templates), progress.skipped)
+    total = asyncio.to_thread(_count_items, source, config, len(templates))
     try:
-        with SampleWriter(out / SAMPLES) as writer:
-            await _pipeline(config, examples, template, adapter, writer, done, progress,
-                            total=asyncio.to_thread(count_items, source, **selection),
-                            judge=judge)
+        with ExitStack() as stack:
+            variants = [Variant(t, stack.enter_context(SampleWriter(out / SAMPLES)), d)
+                        for t, out, d in zip(templates, outs, done)]
+            await _pipeline(config, _examples(source, config), variants, adapter, progress,
+                            total, judge)
     except asyncio.CancelledError:
         log.warning("interrupted after %d items; re-run the same command to resume",
                     progress.done)
@@ -149,20 +183,37 @@ async def _run(config: RunConfig) -> dict[str, Any]:
             await judge.aclose()
         if cache is not None:
             cache.close()
-        logging.getLogger("ubench").removeHandler(handler)
-        handler.close()
-    log.info("finished: %d new records, %d errors, %d retries", progress.done, progress.errors,
-             progress.retries)
-    return finalize(out)
+        for handler in handlers:
+            log.removeHandler(handler)
+            handler.close()
+    return [finalize(out) for out in outs]
+
+
+def _examples(source, config: RunConfig, columns: list[str] | None = None):
+    """The selected items, with the option-order transform the run asked for."""
+    examples = iter_examples(iter_rows(source, columns), datasets=config.datasets,
+                             question_types=config.question_types, limit=config.limit,
+                             include_excluded=config.include_excluded)
+    return options_order.transform(examples, shuffle_seed=config.shuffle_options,
+                                   circular=config.circular)
+
+
+def _count_items(source, config: RunConfig, n_variants: int) -> int | None:
+    """How many requests the run holds, reading no images (for the progress bar's ETA).
+
+    Streaming the Hub twice would cost as much as the run's reading; there only --limit is known.
+    """
+    if source.kind == "hub":
+        return None if config.limit is None or config.circular else config.limit * n_variants
+    return n_variants * sum(len(e.items) for e in _examples(source, config, COUNT_COLUMNS))
 
 
 def _log_to(path: Path) -> logging.Handler:
-    """Everything the run logs goes to run.log in the output folder (never request payloads)."""
+    """What the run logs goes to run.log in each output folder (never request payloads)."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logger = logging.getLogger("ubench")
-    logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.addHandler(handler)
     return handler
 
 
@@ -182,9 +233,8 @@ def _make_judge(config: RunConfig) -> Judge | None:
     return Judge(adapter, RetryPolicy(max_attempts=config.max_attempts))
 
 
-async def _pipeline(config: RunConfig, examples, template: Template, adapter: Adapter,
-                    writer: SampleWriter, done: set[str], progress: Progress,
-                    total, judge: Judge | None = None) -> None:
+async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapter: Adapter,
+                    progress: Progress, total, judge: Judge | None = None) -> None:
     from tqdm.auto import tqdm
 
     queue: asyncio.Queue = asyncio.Queue(maxsize=2 * config.concurrency)
@@ -205,7 +255,7 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
         progress.retries += 1
         log.info("retrying %s after %s (%s)", item_id, exc.kind, exc.message)
 
-    def emit(record: dict[str, Any]) -> None:
+    def emit(writer: SampleWriter, record: dict[str, Any]) -> None:
         writer.write(record)
         progress.done += 1
         if record.get("error"):
@@ -223,12 +273,12 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
             example = await asyncio.to_thread(next, it, None)
             if example is None:
                 break
-            pending = [i for i in example.items if i.item_id not in done]
+            pending = [(v, i) for v in variants for i in example.items if i.item_id not in v.done]
             if not pending:
                 continue
             image, image_error = await asyncio.to_thread(_encode, example, config)
-            for item in pending:
-                await queue.put((item, image, image_error))
+            for variant, item in pending:
+                await queue.put((variant, item, image, image_error))
         for _ in range(config.concurrency):
             await queue.put(None)
 
@@ -237,20 +287,21 @@ async def _pipeline(config: RunConfig, examples, template: Template, adapter: Ad
             entry = await queue.get()
             if entry is None:
                 return
-            item, image, image_error = entry
+            variant, item, image, image_error = entry
             if abort:
                 continue  # drain: the run is stopping
-            record = await _evaluate(item, image, image_error, template, adapter, config, policy,
-                                     on_retry)
+            record = await _evaluate(item, image, image_error, variant.template, adapter, config,
+                                     policy, on_retry)
             if judge:
                 await judge.review(record, item.question)
-            emit(record)
+            emit(variant.writer, record)
             _watch_failures(record, progress, abort)
 
     async def sync_every_second() -> None:
         while True:
             await asyncio.sleep(1.0)
-            writer.sync()
+            for variant in variants:
+                variant.writer.sync()
 
     counter = asyncio.create_task(set_total())
     syncer = asyncio.create_task(sync_every_second())
@@ -335,6 +386,8 @@ def base_record(item: Item, template: Template) -> dict[str, Any]:
         "template_sha256": template.sha256,
         "options": item.option_map,
         "gold": item.gold_letter,
+        "option_order": list(item.option_order) if item.option_order else None,
+        "rotation": item.rotation,
         "data_warning": item.warning,
         "error": None,
     }
@@ -375,6 +428,7 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
         "selection": {"datasets": config.datasets, "question_types": config.question_types,
                       "limit": config.limit, "include_excluded": config.include_excluded},
         "image": {"format": config.image_format, "max_pixels": config.max_pixels},
+        "options_order": {"shuffle_seed": config.shuffle_options, "circular": config.circular},
         "runtime": {"concurrency": config.concurrency, "timeout_s": config.timeout,
                     "max_attempts": config.max_attempts},
     }
@@ -423,7 +477,9 @@ def latest_records(out: Path) -> list[dict[str, Any]]:
 
 
 def finalize(out: Path) -> dict[str, Any]:
-    """(Re)compute summary.json and summary.md from samples.jsonl alone."""
+    """(Re)compute summary.json, summary.md and the report from samples.jsonl alone."""
+    from .report import write_report
+
     out = Path(out)
     manifest = read_json(out / MANIFEST) if (out / MANIFEST).exists() else None
     seed = manifest["seed"] if manifest else 0
@@ -433,4 +489,5 @@ def finalize(out: Path) -> dict[str, Any]:
         summary["judge"] = judged
     write_json(out / SUMMARY_JSON, summary)
     write_text(out / SUMMARY_MD, summary_markdown(summary, manifest))
+    write_report(out, summary=summary, records=records)
     return summary

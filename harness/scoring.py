@@ -11,8 +11,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from .data import COARSE_TYPES, FINE_TOTAL_EXCLUDED, FINE_TYPE, PATHOLOGY_DATASETS, QUESTION_TYPES
+from .options_order import ROTATION_SEP
 from .parsing import INVALID_PREFIX
-from .stats import cluster_bootstrap, item_bootstrap
+from .stats import cluster_bootstrap, cluster_codes, item_bootstrap
 
 SCORERS = {"official": "correct_official", "robust": "correct"}
 
@@ -24,31 +25,58 @@ def official_correct(response: str, gold_letter: str, gold_text: str) -> bool:
     return f"{gold_letter}) {gold_text}" in response or response[:1] == gold_letter
 
 
-def _stat(rows: list[dict[str, Any]], key: str, seed: int) -> dict[str, Any]:
-    correct = np.array([bool(r[key]) for r in rows], dtype=float)
+def _stat(correct: np.ndarray, images: np.ndarray, chances: np.ndarray,
+          seed: int) -> dict[str, Any]:
     out = item_bootstrap(correct, seed=seed)
-    clustered = cluster_bootstrap(correct, np.array([r["image_id"] for r in rows]), seed=seed)
+    clustered = cluster_bootstrap(correct, images, seed=seed)
     out.update({"cluster_ci_low": clustered["ci_low"], "cluster_ci_high": clustered["ci_high"],
                 "cluster_pm": clustered["pm"]})
-    out["chance"] = (float(np.mean([1 / len(r["options"]) for r in rows])) if rows else None)
+    out["chance"] = float(chances.mean()) if chances.size else None
     return out
 
 
-def _groups(scored: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The paper's pooled groups, keyed by a stable name."""
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in scored:
+def chance(record: dict[str, Any]) -> float:
+    """Expected accuracy of uniform guessing on this item (circular items carry their own)."""
+    return record["chance"] if "chance" in record else 1 / len(record["options"])
+
+
+def paper_groups(scored: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """The paper's pooled groups, keyed by a stable name: positions of their records in `scored`."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(scored):
         qt, ds = r["question_type"], r["dataset"]
         fine = qt == FINE_TYPE
         if fine and ds not in FINE_TOTAL_EXCLUDED:
-            groups["fine"].append(r)
+            groups["fine"].append(i)
         if qt in COARSE_TYPES:
-            groups["coarse"].append(r)
-        groups[f"question_type/{qt}"].append(r)
-        groups[f"dataset/{ds}/{'fine' if fine else 'coarse'}"].append(r)
+            groups["coarse"].append(i)
+        groups[f"question_type/{qt}"].append(i)
+        groups[f"dataset/{ds}/{'fine' if fine else 'coarse'}"].append(i)
         if ds in PATHOLOGY_DATASETS:
-            groups[f"pathology/{'fine' if fine else 'coarse'}"].append(r)
+            groups[f"pathology/{'fine' if fine else 'coarse'}"].append(i)
     return groups
+
+
+def group_order(name: str) -> tuple:
+    head = name.split("/")[0]
+    rank = {"coarse": 0, "fine": 1, "question_type": 2, "pathology": 3, "dataset": 4}[head]
+    sub = name.split("/", 1)[1] if "/" in name else ""
+    qt_rank = QUESTION_TYPES.index(sub) if head == "question_type" else 0
+    return rank, qt_rank, sub
+
+
+def _scorers(scored: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    """Accuracy, both CIs and chance for every group, for each scorer (arrays built once)."""
+    groups = paper_groups(scored)
+    images = cluster_codes(np.array([r["image_id"] for r in scored]))
+    chances = np.array([chance(r) for r in scored], dtype=float)
+    out: dict[str, Any] = {}
+    for scorer, key in SCORERS.items():
+        correct = np.array([bool(r[key]) for r in scored], dtype=float)
+        out[scorer] = {name: _stat(correct[idx], images[idx], chances[idx], seed)
+                       for name, idx in ((n, np.array(groups[n], dtype=int))
+                                         for n in sorted(groups, key=group_order))}
+    return out
 
 
 def summarize(records: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, Any]:
@@ -59,18 +87,7 @@ def summarize(records: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, 
     skipped = Counter(r["error"].get("field") or "unknown" for r in records
                       if r.get("error") and r["error"]["type"] == "bad_input")
     warnings = sum(1 for r in scored if r.get("data_warning"))
-    groups = _groups(scored)
-
-    def order(name: str) -> tuple:
-        head = name.split("/")[0]
-        rank = {"coarse": 0, "fine": 1, "question_type": 2, "pathology": 3, "dataset": 4}[head]
-        sub = name.split("/", 1)[1] if "/" in name else ""
-        qt_rank = QUESTION_TYPES.index(sub) if head == "question_type" else 0
-        return rank, qt_rank, sub
-
-    names = sorted(groups, key=order)
-    scorers = {scorer: {name: _stat(groups[name], key, seed) for name in names}
-               for scorer, key in SCORERS.items()}
+    scorers = _scorers(scored, seed)
     rules: dict[str, dict[str, Any]] = {}
     by_rule: dict[str, list[bool]] = defaultdict(list)
     for r in scored:
@@ -78,7 +95,7 @@ def summarize(records: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, 
     for rule, values in sorted(by_rule.items(), key=lambda kv: -len(kv[1])):
         rules[rule] = {"n": len(values), "accuracy": float(np.mean(values))}
     invalid = sum(1 for r in scored if str(r["rule"]).startswith(INVALID_PREFIX))
-    return {
+    summary = {
         "n_records": len(records),
         "n_scored": len(scored),
         "n_errors": sum(errors.values()),
@@ -89,5 +106,56 @@ def summarize(records: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, 
         "n_invalid": invalid,
         "rules": rules,
         "scorers": scorers,
+        "letter_bias": letter_bias(scored),
         "bootstrap": {"method": "basic", "n_resamples": 1000, "seed": seed, "alpha": 0.05},
+    }
+    if any(r.get("rotation") is not None for r in records):
+        summary["circular"] = circular(records, seed)
+    return summary
+
+
+def letter_bias(scored: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often each letter is the gold answer, is predicted, and is predicted rightly.
+
+    A model that favours a position predicts its letter far more often than it is gold.
+    """
+    letters: dict[str, dict[str, int]] = defaultdict(lambda: {"gold": 0, "predicted": 0,
+                                                               "correct": 0})
+    for r in scored:
+        if r.get("gold"):
+            letters[r["gold"]]["gold"] += 1
+        if r.get("extracted"):
+            letters[r["extracted"]]["predicted"] += 1
+            letters[r["extracted"]]["correct"] += bool(r["correct"])
+    return {"letters": dict(sorted(letters.items())),
+            "invalid": sum(1 for r in scored if not r.get("extracted"))}
+
+
+def circular(records: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    """CircularEval: an item is right only if every rotation of its options is.
+
+    Items with a failed rotation are left out (counted as incomplete). Chance is the probability
+    that uniform guessing gets all n rotations of an n-option item right, (1/n)^n.
+    """
+    rotations: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in records:
+        rotations[r["item_id"].split(ROTATION_SEP)[0]].append(r)
+    whole, incomplete = [], 0
+    for rows in rotations.values():
+        n = len(rows[0]["options"])
+        if len(rows) < n or any(r.get("error") for r in rows):
+            incomplete += 1
+            continue
+        whole.append({**rows[0], "chance": (1 / n) ** n,
+                      **{key: all(r[key] for r in rows) for key in SCORERS.values()}})
+    per_rotation: dict[int, list[bool]] = defaultdict(list)
+    for r in records:
+        if not r.get("error"):
+            per_rotation[r["rotation"]].append(bool(r["correct"]))
+    return {
+        "n_items": len(whole),
+        "n_incomplete": incomplete,
+        "scorers": _scorers(whole, seed),
+        "per_rotation": {str(k): {"n": len(v), "accuracy": float(np.mean(v))}
+                         for k, v in sorted(per_rotation.items())},
     }

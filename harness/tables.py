@@ -26,7 +26,7 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
         ]
     lines += [
         f"{summary['n_scored']} items scored, {summary['n_errors']} errors (not scored), "
-        f"invalid rate {_pct(summary['invalid_rate'])}, {summary['n_data_warnings']} data warnings.",
+        f"invalid rate {pct(summary['invalid_rate'])}, {summary['n_data_warnings']} data warnings.",
         "",
         "Accuracy % ± 95% bootstrap CI (basic, over items, as in the paper); "
         f"fine excludes {', '.join(FINE_TOTAL_EXCLUDED)}.",
@@ -34,9 +34,9 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
     ]
     if judge := summary.get("judge"):
         lines += [f"LLM judge {judge['model']}: asked about {judge['n_asked']} invalid responses, "
-                  f"decided {judge['n_decided']}; robust accuracy {_pct(judge['without']['accuracy'])}"
-                  f" without it, {_pct(judge['with']['accuracy'])} with it (invalid rate "
-                  f"{_pct(judge['without']['invalid_rate'])} → {_pct(judge['with']['invalid_rate'])}).",
+                  f"decided {judge['n_decided']}; robust accuracy {pct(judge['without']['accuracy'])}"
+                  f" without it, {pct(judge['with']['accuracy'])} with it (invalid rate "
+                  f"{pct(judge['without']['invalid_rate'])} → {pct(judge['with']['invalid_rate'])}).",
                   ""]
     head = ["scorer", "coarse", "fine", *COARSE_TYPES, "pathology coarse", "pathology fine"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -47,7 +47,7 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
         lines.append("| " + " | ".join([scorer, *(fmt(c) for c in cells)]) + " |")
     chance = summary["scorers"]["robust"]
     lines.append("| chance | " + " | ".join(
-        _pct(chance.get(k, {}).get("chance")) for k in
+        pct(chance.get(k, {}).get("chance")) for k in
         ["coarse", "fine", *(f"question_type/{qt}" for qt in COARSE_TYPES),
          "pathology/coarse", "pathology/fine"]) + " |")
     lines += ["", "Clustered by image (robust scorer): coarse "
@@ -63,9 +63,19 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
         lines.append(f"| {ds} | {chance.get(f, {}).get('n', 0)} | {fmt(off.get(f))} | "
                      f"{fmt(chance.get(f))} | {chance.get(c, {}).get('n', 0)} | {fmt(off.get(c))} | "
                      f"{fmt(chance.get(c))} |")
+    if summary.get("circular"):
+        circ = summary["circular"]
+        robust = circ["scorers"]["robust"]
+        rotations = ", ".join(f"r{k} {pct(v['accuracy'])}" for k, v in
+                              circ["per_rotation"].items())
+        lines += ["", "## Circular evaluation (right only if every rotation is right)", "",
+                  f"{circ['n_items']} items ({circ['n_incomplete']} with a failed rotation left "
+                  f"out), robust scorer: coarse {fmt(robust.get('coarse'))} (chance "
+                  f"{pct(robust.get('coarse', {}).get('chance'))}), fine "
+                  f"{fmt(robust.get('fine'))}. Accuracy per rotation: {rotations}."]
     lines += ["", "## Parser rules (robust scorer)", "", "| rule | n | accuracy |", "|---|---|---|"]
     for rule, info in summary["rules"].items():
-        lines.append(f"| {rule} | {info['n']} | {_pct(info['accuracy'])} |")
+        lines.append(f"| {rule} | {info['n']} | {pct(info['accuracy'])} |")
     if summary["errors_by_type"]:
         lines += ["", "## Errors (not scored)", "", "| type | n |", "|---|---|"]
         lines += [f"| {t} | {n} |" for t, n in summary["errors_by_type"].items()]
@@ -75,5 +85,5 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
     return "\n".join(lines) + "\n"
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.2f}"

@@ -1,0 +1,195 @@
+"""Compare runs (models, templates) on the items they share, with paired significance tests.
+
+The first run is the reference. For every group of the paper's layout: each run's accuracy on the
+shared items, each other run's difference to the reference with a 95% CI that resamples images,
+and the exact paired test of `stats.paired_test`; p-values are Holm-adjusted across every test in
+the table, so a difference marked significant survives the multiple comparisons.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .report import group_label, html_page, order_text, table
+from .results import MANIFEST, SAMPLES, read_json, write_json, write_text
+from .scoring import SCORERS, chance, group_order, paper_groups
+from .stats import cluster_bootstrap, cluster_codes, holm, paired_test
+from .tables import pct
+
+COMPARE_MD = "compare.md"
+COMPARE_HTML = "compare.html"
+COMPARE_JSON = "compare.json"
+ALPHA = 0.05
+
+
+class CompareError(Exception):
+    """Runs that cannot be compared; the message says why and what to do."""
+
+
+@dataclass
+class Run:
+    label: str
+    path: Path
+    manifest: dict[str, Any]
+    scored: dict[str, dict[str, Any]]  # item id → record, failed requests left out
+
+
+def load_run(path: Path, label: str) -> Run:
+    from .runner import latest_records
+
+    path = Path(path)
+    if not (path / SAMPLES).exists() or not (path / MANIFEST).exists():
+        raise CompareError(f"{path}: not a run folder (needs {SAMPLES} and {MANIFEST})")
+    scored = {r["item_id"]: r for r in latest_records(path) if not r.get("error")}
+    return Run(label, path, read_json(path / MANIFEST), scored)
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    """Folder names, or the paths as given where two runs share a folder name."""
+    names = [Path(p).name for p in paths]
+    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+
+
+def compare(paths: list[Path], *, scorer: str = "robust", allow_mixed: bool = False,
+            seed: int = 0) -> dict[str, Any]:
+    """The comparison of the runs in `paths` (the first is the reference), as plain data."""
+    if len(paths) < 2:
+        raise CompareError("compare needs at least two run folders")
+    runs = [load_run(p, label) for p, label in zip(paths, _labels(paths))]
+    revisions = {run.label: run.manifest["dataset"]["revision"] for run in runs}
+    if len(set(revisions.values())) > 1 and not allow_mixed:
+        raise CompareError("the runs used different dataset revisions ("
+                           + ", ".join(f"{k}: {v}" for k, v in revisions.items())
+                           + "); pass --allow-mixed to compare them anyway")
+    shared = sorted(set.intersection(*(set(run.scored) for run in runs)))
+    if not shared:
+        raise CompareError("the runs share no scored items")
+    key = SCORERS[scorer]
+    outcomes = np.array([[bool(run.scored[i][key]) for i in shared] for run in runs], dtype=int)
+    reference = [runs[0].scored[i] for i in shared]
+    images = cluster_codes(np.array([r["image_id"] for r in reference]))
+    chances = np.array([chance(r) for r in reference])
+
+    groups = paper_groups(reference)
+    rows = []
+    for name in sorted(groups, key=group_order):
+        idx = np.array(groups[name], dtype=int)
+        base = outcomes[0, idx]
+        differences = []
+        for run, other in zip(runs[1:], outcomes[1:, idx]):
+            ci = cluster_bootstrap(other - base, images[idx], seed=seed)
+            differences.append({"run": run.label, "difference": ci["mean"],
+                                "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
+                                "p": paired_test(other, base, images[idx])})
+        rows.append({"group": name, "n": int(idx.size),
+                     "n_images": int(np.unique(images[idx]).size),
+                     "accuracy": outcomes[:, idx].mean(axis=1).tolist(),
+                     "chance": float(chances[idx].mean()),
+                     "differences": differences})
+    tests = [d for row in rows for d in row["differences"]]
+    for d, adjusted in zip(tests, holm([d["p"] for d in tests])):
+        d["p_holm"] = adjusted
+        d["significant"] = adjusted < ALPHA
+    return {
+        "scorer": scorer,
+        "alpha": ALPHA,
+        "seed": seed,
+        "n_shared": len(shared),
+        "n_tests": len(tests),
+        "runs": [{"label": run.label, "path": str(run.path), "model": run.manifest["model"]["spec"],
+                  "template": run.manifest["template"]["name"],
+                  "revision": run.manifest["dataset"]["revision"],
+                  "options_order": run.manifest.get("options_order"),
+                  "n_scored": len(run.scored)} for run in runs],
+        "groups": rows,
+    }
+
+
+def write_comparison(result: dict[str, Any], folder: Path) -> list[Path]:
+    """compare.md, compare.html and compare.json in `folder`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / COMPARE_MD, compare_markdown(result))
+    write_text(folder / COMPARE_HTML, compare_html(result))
+    write_json(folder / COMPARE_JSON, result)
+    return [folder / COMPARE_MD, folder / COMPARE_HTML, folder / COMPARE_JSON]
+
+
+# ---------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _p(p: float) -> str:
+    return "1" if p >= 0.9995 else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def _diff(d: dict[str, Any]) -> str:
+    return (f"{100 * d['difference']:+.2f} [{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]")
+
+
+def _explanation(result: dict[str, Any]) -> str:
+    ref = result["runs"][0]["label"]
+    return (f"{result['n_shared']} items scored in every run ({result['scorer']} scorer); "
+            f"accuracy %. Differences are run − {ref} in percentage points, with a 95% CI that "
+            "resamples whole images; p is the exact paired test that swaps the two runs' answers "
+            "image by image (McNemar's exact test when each image has one question), "
+            f"Holm-adjusted over all {result['n_tests']} tests; significant = adjusted p < "
+            f"{result['alpha']}.")
+
+
+def _headers(result: dict[str, Any]) -> list[str]:
+    labels = [r["label"] for r in result["runs"]]
+    head = ["group", "n", *labels, "chance"]
+    for label in labels[1:]:
+        head += [f"{label} − {labels[0]} [95% CI]", "p", "p Holm"]
+    return head
+
+
+def compare_markdown(result: dict[str, Any]) -> str:
+    lines = [f"# uBench comparison ({len(result['runs'])} runs)", "",
+             "| run | model | template | option order | dataset revision | items scored |",
+             "|---|---|---|---|---|---|"]
+    for r in result["runs"]:
+        lines.append(f"| {r['label']} | {r['model']} | {r['template']} | "
+                     f"{order_text(r['options_order'])} | {r['revision']} | {r['n_scored']} |")
+    head = _headers(result)
+    lines += ["", _explanation(result), "", "| " + " | ".join(head) + " |",
+              "|" + "---|" * len(head)]
+    for row in result["groups"]:
+        cells = [group_label(row["group"]), str(row["n"]), *(pct(a) for a in row["accuracy"]),
+                 pct(row["chance"])]
+        for d in row["differences"]:
+            mark = "**" if d["significant"] else ""
+            cells += [f"{mark}{_diff(d)}{mark}", _p(d["p"]), f"{mark}{_p(d['p_holm'])}{mark}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    significant = [f"{group_label(row['group'])} ({d['run']})" for row in result["groups"]
+                   for d in row["differences"] if d["significant"]]
+    lines += ["", "Significant after Holm: " + (", ".join(significant) if significant else
+                                                "none") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def compare_html(result: dict[str, Any]) -> str:
+    runs = table(["run", "model", "template", "option order", "dataset revision", "items scored",
+                  "folder"],
+                 [[html.escape(str(v)) for v in (r["label"], r["model"], r["template"],
+                                                 order_text(r["options_order"]), r["revision"],
+                                                 r["n_scored"], r["path"])]
+                  for r in result["runs"]])
+    rows, classes = [], []
+    for row in result["groups"]:
+        cells = [html.escape(group_label(row["group"])), str(row["n"]),
+                 *(pct(a) for a in row["accuracy"]), pct(row["chance"])]
+        for d in row["differences"]:
+            cells += [_diff(d), _p(d["p"]), _p(d["p_holm"])]
+        rows.append(cells)
+        classes.append("significant" if any(d["significant"] for d in row["differences"])
+                       else "")
+    body = (runs + f"<p>{html.escape(_explanation(result))} Rows with a significant difference "
+            "are highlighted.</p>" + table(_headers(result), rows, "compare", classes))
+    return html_page(f"uBench comparison: {', '.join(r['label'] for r in result['runs'])}", body)
+

@@ -1,0 +1,436 @@
+"""The run report: one self-contained report.html, plus summary.csv, samples.parquet and PNG plots.
+
+Everything comes from the run folder (samples.jsonl, manifest.json, summary.json), except the image
+thumbnails: the samples log stores only image ids and hashes, so they are read back from the
+dataset the manifest names (a placeholder, and a note saying why, when it cannot be read).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .data import COARSE_TYPES, DatasetSource, iter_examples, iter_rows, resolve_source
+from .parsing import INVALID_PREFIX
+from .results import MANIFEST, SUMMARY_JSON, read_json, write_text
+from .tables import fmt, pct
+
+REPORT_HTML = "report.html"
+SUMMARY_CSV = "summary.csv"
+SAMPLES_PARQUET = "samples.parquet"
+PLOTS = "plots"
+BROWSER_LIMIT = 10_000  # samples embedded in the browser; all of them are in samples.parquet
+THUMB_PX = 128
+ASSETS = Path(__file__).parent / "report_assets"
+HEADLINE = ["coarse", "fine", *(f"question_type/{qt}" for qt in COARSE_TYPES),
+            "pathology/coarse", "pathology/fine"]
+
+
+def write_report(run_dir: Path, *, summary: dict[str, Any] | None = None,
+                 records: list[dict[str, Any]] | None = None,
+                 max_samples: int = BROWSER_LIMIT, with_thumbnails: bool = True) -> Path:
+    """Write report.html, summary.csv, samples.parquet and plots/*.png into `run_dir`.
+
+    `with_thumbnails=False` skips reading the dataset again (e.g. offline, for a Hub run).
+    """
+    from .runner import latest_records
+
+    run_dir = Path(run_dir)
+    manifest = read_json(run_dir / MANIFEST) if (run_dir / MANIFEST).exists() else None
+    summary = summary if summary is not None else read_json(run_dir / SUMMARY_JSON)
+    records = records if records is not None else latest_records(run_dir)
+
+    summary_frame(summary).to_csv(run_dir / SUMMARY_CSV, index=False)
+    pq.write_table(samples_table(records), run_dir / SAMPLES_PARQUET)
+    plots, plot_note = write_plots(summary, records, run_dir / PLOTS)
+    shown = browser_subset(records, max_samples)
+    thumbs, thumb_note = (thumbnails(manifest, {r["image_id"] for r in shown}) if with_thumbnails
+                          else ({}, "not read (--no-thumbnails)"))
+    page = html_page(
+        _title(manifest),
+        _header(manifest, summary)
+        + _results_sections(summary)
+        + _plots_section(plots, plot_note)
+        + _browser_section(records, shown, thumbs, thumb_note)
+        + _section("Manifest", f"<pre>{html.escape(json.dumps(manifest, indent=2))}</pre>"
+                   if manifest else "<p>No manifest.json in this run folder.</p>"),
+        script=(ASSETS / "browser.js").read_text(encoding="utf-8"),
+    )
+    path = run_dir / REPORT_HTML
+    write_text(path, page)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables for pandas users
+
+
+def summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
+    """One row per (evaluation, scorer, group): accuracy, both CIs and chance."""
+    rows = []
+    for evaluation, part in [("standard", summary), ("circular", summary.get("circular"))]:
+        for scorer, groups in (part or {}).get("scorers", {}).items():
+            for group, stat in groups.items():
+                rows.append({"evaluation": evaluation, "scorer": scorer, "group": group, **stat})
+    return pd.DataFrame(rows)
+
+
+def outcome(record: dict[str, Any]) -> str:
+    """correct / wrong / invalid (the robust parser found no answer) / error (request failed)."""
+    if record.get("error"):
+        return "error"
+    if str(record.get("rule", "")).startswith(INVALID_PREFIX):
+        return "invalid"
+    return "correct" if record.get("correct") else "wrong"
+
+
+def samples_table(records: Iterable[dict[str, Any]]) -> pa.Table:
+    """The records as a flat Arrow table: nested fields (prompt, options, usage, ...) as JSON text,
+    scalar fields with the types they have in the log (nulls where a field is unset)."""
+    flat = [{**{k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
+                for k, v in r.items()}, "outcome": outcome(r)} for r in records]
+    columns = dict.fromkeys(k for r in flat for k in r)  # failed items lack some fields
+    return pa.Table.from_pydict({k: [r.get(k) for r in flat] for k in columns})
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots
+
+
+def write_plots(summary: dict[str, Any], records: list[dict[str, Any]],
+                folder: Path) -> tuple[dict[str, Path], str | None]:
+    """plots/accuracy_by_dataset.png and plots/letter_confusion.png (matplotlib, no display)."""
+    try:
+        from matplotlib.figure import Figure  # the object API: Agg, no global pyplot state
+    except ImportError:
+        return {}, "Plots need matplotlib: pip install 'ubench-harness[report]'."
+    folder.mkdir(parents=True, exist_ok=True)
+    plots = {"Accuracy by dataset": folder / "accuracy_by_dataset.png",
+             "Letter bias: gold vs predicted letter": folder / "letter_confusion.png"}
+    paths = iter(plots.values())
+    _plot_accuracy(Figure, summary, next(paths))
+    _plot_confusion(Figure, records, next(paths))
+    return plots, None
+
+
+def _plot_accuracy(Figure, summary: dict[str, Any], path: Path) -> None:
+    robust = summary["scorers"]["robust"]
+    names = [n for n in ("coarse", "fine") if n in robust]
+    names += [n for n in robust if n.startswith("dataset/")]
+    fig = Figure(figsize=(8, 0.32 * len(names) + 1.4), dpi=100)
+    ax = fig.add_subplot()
+    y = list(range(len(names)))[::-1]
+    stats = [robust[n] for n in names]
+    acc = [100 * s["accuracy"] for s in stats]
+    err = [[100 * (s["accuracy"] - s["cluster_ci_low"]) for s in stats],
+           [100 * (s["cluster_ci_high"] - s["accuracy"]) for s in stats]]
+    colors = ["#3b6ea5" if n.endswith("fine") else "#7fa7d0" for n in names]
+    ax.barh(y, acc, xerr=err, color=colors, capsize=2, error_kw={"elinewidth": 0.8})
+    ax.scatter([100 * s["chance"] for s in stats], y, marker="|", s=160, color="#c0392b",
+               zorder=3, label="chance for these items")
+    ax.set_yticks(y, [group_label(n) for n in names], fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("accuracy % (robust scorer), 95% CI clustered by image")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def _plot_confusion(Figure, records: list[dict[str, Any]], path: Path) -> None:
+    scored = [r for r in records if not r.get("error") and r.get("gold")]
+    gold = sorted({r["gold"] for r in scored})
+    predicted = sorted({r["extracted"] for r in scored if r.get("extracted")} | set(gold))
+    columns = predicted + ["invalid"]
+    counts = [[0] * len(columns) for _ in gold]
+    for r in scored:
+        counts[gold.index(r["gold"])][columns.index(r.get("extracted") or "invalid")] += 1
+    fig = Figure(figsize=(1.0 + 0.55 * len(columns), 1.0 + 0.5 * max(1, len(gold))), dpi=100)
+    ax = fig.add_subplot()
+    shares = [[c / max(1, sum(row)) for c in row] for row in counts]
+    ax.imshow(shares or [[0]], cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for i, row in enumerate(counts):
+        for j, c in enumerate(row):
+            ax.text(j, i, str(c), ha="center", va="center", fontsize=8,
+                    color="white" if shares[i][j] > 0.6 else "black")
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(gold)), gold)
+    ax.set_xlabel("predicted letter (robust parser)")
+    ax.set_ylabel("gold letter")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Thumbnails
+
+
+def thumbnails(manifest: dict[str, Any] | None,
+               image_ids: set[str]) -> tuple[dict[str, str], str | None]:
+    """Small JPEG data URIs by image id, read from the run's dataset; a note if that failed."""
+    if not image_ids:
+        return {}, None
+    if not manifest:
+        return {}, "no manifest.json, so the dataset holding the images is unknown"
+    ds = manifest["dataset"]
+    source = (resolve_source("sample") if ds["kind"] == "sample"
+              else DatasetSource(ds["kind"], ds["location"], ds["revision"]))
+    found, note = _read_thumbnails(source, frozenset(image_ids))
+    return dict(found), note
+
+
+@lru_cache(maxsize=2)  # the variants of a prompt study show the same images: read them once
+def _read_thumbnails(source: DatasetSource,
+                     image_ids: frozenset[str]) -> tuple[dict[str, str], str | None]:
+    found: dict[str, str] = {}
+    try:
+        for example in iter_examples(iter_rows(source), include_excluded=True):
+            if example.image_id in image_ids and example.image_id not in found:
+                try:
+                    found[example.image_id] = _thumbnail(example.image_bytes)
+                except (OSError, ValueError):  # an unreadable image keeps its placeholder
+                    continue
+                if len(found) == len(image_ids):
+                    break
+    except Exception as exc:  # any failure to read the data must still leave a report
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+        return found, f"the dataset at {source.location} could not be read ({reason})"
+    missing = len(image_ids) - len(found)
+    return found, (f"{missing} images are missing from the dataset at {source.location} or "
+                   "unreadable" if missing else None)
+
+
+def _thumbnail(raw: bytes | None) -> str:
+    import numpy as np
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(raw or b""))
+    if img.mode in ("I", "I;16", "I;16B", "F"):  # 16-bit / float microscopy: stretch to 8 bits
+        a = np.asarray(img, dtype=float)
+        span = float(a.max() - a.min()) or 1.0
+        img = Image.fromarray(((a - a.min()) / span * 255).astype("uint8"))
+    img = img.convert("RGB")
+    img.thumbnail((THUMB_PX, THUMB_PX))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+# ---------------------------------------------------------------------------------------------
+# HTML
+
+
+def html_page(title: str, body: str, script: str = "") -> str:
+    """A complete HTML page with the shared stylesheet inlined (no network needed to open it)."""
+    css = (ASSETS / "style.css").read_text(encoding="utf-8")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>{html.escape(title)}</title><style>{css}</style></head>\n<body><main>"
+            f"<h1>{html.escape(title)}</h1>\n{body}</main>"
+            + (f"<script>{script}</script>" if script else "") + "</body></html>\n")
+
+
+def group_label(name: str) -> str:
+    """`dataset/kather_et_al_2016/fine` → `kather_et_al_2016 · fine`; `question_type/stain` →
+    `stain`."""
+    parts = name.split("/")
+    if parts[0] == "question_type":
+        return parts[1]
+    return " · ".join(parts[1:]) if parts[0] == "dataset" else " ".join(parts)
+
+
+def table(head: list[str], rows: list[list[str]], cls: str = "",
+          row_classes: list[str] | None = None) -> str:
+    """An HTML table; cells are already-escaped HTML (a cell may carry `<td ...>` itself)."""
+    def cell(c: str) -> str:
+        return c if c.startswith("<td") else f"<td>{c}</td>"
+    classes = row_classes or [""] * len(rows)
+    return (f"<table class=\"{cls}\"><thead><tr>"
+            + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr></thead><tbody>"
+            + "".join(f"<tr class=\"{c}\">" + "".join(cell(x) for x in row) + "</tr>"
+                      for row, c in zip(rows, classes))
+            + "</tbody></table>\n")
+
+
+def _section(title: str, body: str, anchor: str = "") -> str:
+    ident = f" id=\"{anchor}\"" if anchor else ""
+    return f"<section{ident}><h2>{html.escape(title)}</h2>\n{body}</section>\n"
+
+
+def _title(manifest: dict[str, Any] | None) -> str:
+    if not manifest:
+        return "uBench results"
+    return f"uBench results: {manifest['model']['spec']} · prompt {manifest['template']['name']}"
+
+
+def _header(manifest: dict[str, Any] | None, summary: dict[str, Any]) -> str:
+    facts = []
+    if manifest:
+        ds = manifest["dataset"]
+        facts += [("dataset", f"{ds['kind']} @ {ds['revision']}"),
+                  ("template", f"{manifest['template']['name']} "
+                               f"({manifest['template']['sha256'][:12]})"),
+                  ("generation", json.dumps(manifest["generation"])),
+                  ("option order", order_text(manifest.get("options_order") or {})),
+                  ("harness", f"{manifest['harness_version']} · created {manifest['created']}")]
+    n_records = summary["n_records"]
+    facts += [("items", f"{summary['n_scored']} scored, {summary['n_errors']} errors "
+                        f"({pct(summary['n_errors'] / n_records if n_records else None)}%, "
+                        "not scored)"),
+              ("invalid rate", f"{pct(summary['invalid_rate'])}% (robust parser found no answer; "
+                               "counted wrong)"),
+              ("data warnings", str(summary["n_data_warnings"]))]
+    return "<dl class=\"facts\">" + "".join(
+        f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in facts) + "</dl>\n"
+
+
+def order_text(order: dict[str, Any] | None) -> str:
+    """How the options were ordered, from the manifest's `options_order`."""
+    order = order or {}
+    steps = []
+    if order.get("shuffle_seed") is not None:
+        steps.append(f"shuffled per item (seed {order['shuffle_seed']})")
+    if order.get("circular"):
+        steps.append("every rotation asked (circular)")
+    return ", then ".join(steps) or "as stored"
+
+
+def _stat_cell(stat: dict[str, Any] | None, scorer: str, group: str,
+               clustered: bool = False) -> str:
+    return (f"<td data-scorer=\"{scorer}\" data-group=\"{html.escape(group)}\""
+            f"{' data-clustered' if clustered else ''}>{fmt(stat, clustered)}</td>")
+
+
+def _headline(scorers: dict[str, Any], prefix: str = "") -> str:
+    head = ["", *(group_label(g) for g in HEADLINE)]
+    rows = [[scorer, *(_stat_cell(groups.get(g), prefix + scorer, g) for g in HEADLINE)]
+            for scorer, groups in scorers.items()]
+    robust = scorers["robust"]
+    rows.append(["robust, CI clustered by image",
+                 *(_stat_cell(robust.get(g), prefix + "robust", g, True) for g in HEADLINE)])
+    rows.append(["chance", *(pct((robust.get(g) or {}).get("chance")) for g in HEADLINE)])
+    return table(head, rows, "headline")
+
+
+def _breakdown(scorers: dict[str, Any]) -> str:
+    robust, official = scorers["robust"], scorers["official"]
+    rows = []
+    for g, stat in robust.items():
+        rows.append([html.escape(group_label(g)), str(stat["n"]),
+                     _stat_cell(official.get(g), "official", g), _stat_cell(stat, "robust", g),
+                     f"[{pct(stat['cluster_ci_low'])}, {pct(stat['cluster_ci_high'])}]",
+                     pct(stat["chance"])])
+    return table(["group", "n", "official", "robust", "robust 95% CI by image", "chance"], rows,
+                 "breakdown")
+
+
+def _results_sections(summary: dict[str, Any]) -> str:
+    out = _section("Accuracy (paper layout)", (
+        "<p>Accuracy % ± 95% bootstrap CI: the paper's basic interval over questions, and the "
+        "interval from resampling whole images (several questions share a micrograph, so it is "
+        "the honest one). Chance is the mean of 1/number of options over the same items.</p>"
+        + _headline(summary["scorers"])), "accuracy")
+    out += _section("Every group", _breakdown(summary["scorers"]), "groups")
+    if summary.get("circular"):
+        circ = summary["circular"]
+        per_rot = table(["rotation", "n", "accuracy (robust)"],
+                        [[k, str(v["n"]), pct(v["accuracy"])]
+                         for k, v in circ["per_rotation"].items()])
+        out += _section("Circular evaluation", (
+            f"<p>{circ['n_items']} items; an item counts as correct only if every rotation of its "
+            f"options is answered correctly ({circ['n_incomplete']} items with a failed rotation "
+            "left out). Chance is (1/n)<sup>n</sup> for n options.</p>"
+            + _headline(circ["scorers"], "circular-") + per_rot), "circular")
+    bias = summary.get("letter_bias") or {"letters": {}, "invalid": 0}
+    n = sum(v["gold"] for v in bias["letters"].values()) or 1
+    out += _section("Letter bias", (
+        "<p>How often each letter is the right answer and how often the model picks it; a model "
+        "with a position bias picks some letter far more often than it is gold.</p>"
+        + table(["letter", "gold %", "predicted %", "accuracy when predicted %"],
+                [[k, pct(v["gold"] / n), pct(v["predicted"] / n),
+                  pct(v["correct"] / v["predicted"] if v["predicted"] else None)]
+                 for k, v in bias["letters"].items()]
+                + [["invalid", "", pct(bias["invalid"] / n), ""]])), "letters")
+    rules = table(["rule", "n", "accuracy %"],
+                  [[html.escape(r), str(v["n"]), pct(v["accuracy"])]
+                   for r, v in summary["rules"].items()])
+    errors = table(["error type", "n"], [[html.escape(t), str(c)] for t, c in
+                                         summary["errors_by_type"].items()]) \
+        if summary["errors_by_type"] else "<p>No failed requests.</p>"
+    return out + _section("Parser rules and errors", rules + errors, "rules")
+
+
+def _plots_section(plots: dict[str, Path], note: str | None) -> str:
+    if note:
+        return _section("Plots", f"<p class=\"note\">{html.escape(note)}</p>")
+    figures = "".join(
+        f"<figure><img alt=\"{html.escape(title)}\" src=\"data:image/png;base64,"
+        f"{base64.b64encode(path.read_bytes()).decode('ascii')}\">"
+        f"<figcaption>{html.escape(title)} ({PLOTS}/{path.name})</figcaption></figure>"
+        for title, path in plots.items())
+    return _section("Plots", f"<div class=\"plots\">{figures}</div>", "plots")
+
+
+def browser_subset(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """All records, or a fixed pseudo-random `limit` of them (by hash of the item id)."""
+    if limit <= 0 or len(records) <= limit:
+        return records
+    key = lambda r: hashlib.sha256(r["item_id"].encode()).hexdigest()  # noqa: E731
+    return sorted(sorted(records, key=key)[:limit], key=lambda r: r["item_id"])
+
+
+def prompt_text(messages: list[dict[str, Any]] | None) -> str:
+    """The exact prompt as text: each message's role, its text parts, and where the image goes."""
+    lines = []
+    for msg in messages or []:
+        lines.append(f"[{msg['role']}]")
+        content = msg["content"]
+        for part in [{"type": "text", "text": content}] if isinstance(content, str) else content:
+            lines.append("<image>" if part["type"] == "image" else part.get("text", ""))
+    return "\n".join(lines)
+
+
+def _browser_section(records: list[dict[str, Any]], shown: list[dict[str, Any]],
+                     thumbs: dict[str, str], thumb_note: str | None) -> str:
+    samples = [{
+        "id": r["item_id"], "image": r["image_id"], "dataset": r["dataset"],
+        "qtype": r["question_type"], "gold": r.get("gold"), "extracted": r.get("extracted"),
+        "rule": r.get("rule"), "outcome": outcome(r), "official": r.get("correct_official"),
+        "options": r.get("options") or {}, "order": r.get("option_order"),
+        "prompt": prompt_text(r.get("prompt")), "response": r.get("response"),
+        "error": (r.get("error") or {}).get("message"),
+    } for r in shown]
+    notes = []
+    if len(shown) < len(records):
+        notes.append(f"Showing a fixed sample of {len(shown):,} of {len(records):,} records "
+                     f"(every record is in {SAMPLES_PARQUET}; `ubench report --max-samples 0` "
+                     "embeds all).")
+    if thumb_note:
+        notes.append(f"Thumbnails unavailable: {thumb_note}.")
+    body = "".join(f"<p class=\"note\">{html.escape(n)}</p>" for n in notes) + (
+        "<div class=\"filters\">"
+        "<label>dataset <select id=\"f-dataset\"><option value=\"\">all</option></select></label>"
+        "<label>question type <select id=\"f-qtype\"><option value=\"\">all</option></select>"
+        "</label><label>outcome <select id=\"f-outcome\"><option value=\"\">all</option>"
+        + "".join(f"<option value=\"{o}\">{o}</option>"
+                  for o in ("correct", "wrong", "invalid", "error"))
+        + "</select></label><span id=\"count\"></span>"
+        "<button id=\"prev\">◀</button><span id=\"page\"></span><button id=\"next\">▶</button>"
+        "</div><div id=\"samples\"></div>"
+        + _json_script("samples-data", samples) + _json_script("thumbs-data", thumbs))
+    return _section("Samples", body, "browser")
+
+
+def _json_script(ident: str, data: Any) -> str:
+    """JSON inside a <script> tag; '<' is escaped so no response text can close the tag."""
+    text = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
+    return f"<script type=\"application/json\" id=\"{ident}\">{text}</script>"

@@ -1,0 +1,130 @@
+"""Bootstrap CIs, the paired test and Holm's correction against hand-computed values."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from harness.scoring import summarize
+from harness.stats import cluster_bootstrap, holm, item_bootstrap, paired_test
+
+
+def test_cluster_bootstrap_by_hand_is_wider_than_the_item_bootstrap():
+    # Image A has one question (right), image B three (all wrong): mean 1/4.
+    # Resampling 2 images: AA → 1 (p ¼), AB → ¼ (p ½), BB → 0 (p ¼); quantiles 0 and 1, so the
+    # basic CI is [2·¼ − 1, 2·¼ − 0] = [−½, ½].
+    values, images = np.array([1, 0, 0, 0]), np.array(["A", "B", "B", "B"])
+    clustered = cluster_bootstrap(values, images, seed=0)
+    assert clustered["mean"] == 0.25 and clustered["n_clusters"] == 2
+    assert clustered["ci_low"] == pytest.approx(-0.5) and clustered["ci_high"] == pytest.approx(0.5)
+    # Items alone: Binomial(4, ¼)/4 has quantiles 0 and ¾, so [−¼, ½]: narrower.
+    items = item_bootstrap(values, seed=0)
+    assert items["ci_low"] == pytest.approx(-0.25) and items["ci_high"] == pytest.approx(0.5)
+
+
+def test_clustering_widens_the_ci_by_the_square_root_of_the_cluster_size():
+    # 400 images, 5 questions each, answered all right or all wrong: the information is that of
+    # 400 independent answers, not 2,000, so the honest interval is √5 times wider.
+    rng = np.random.default_rng(0)
+    per_image = rng.random(400) < 0.6
+    values = np.repeat(per_image, 5).astype(float)
+    images = np.repeat(np.arange(400), 5)
+    clustered = cluster_bootstrap(values, images, n_resamples=4000, seed=1)
+    items = item_bootstrap(values, n_resamples=4000, seed=1)
+    assert clustered["pm"] / items["pm"] == pytest.approx(5 ** 0.5, rel=0.12)
+    # when every image has one question the two bootstraps agree
+    single = cluster_bootstrap(values[::5], images[::5], n_resamples=4000, seed=1)
+    assert single["pm"] == pytest.approx(item_bootstrap(values[::5], n_resamples=4000)["pm"],
+                                         rel=0.12)
+
+
+def test_cluster_bootstrap_matches_naive_resampling_of_images():
+    rng = np.random.default_rng(5)
+    sizes = rng.integers(1, 7, size=300)
+    images = np.repeat(np.arange(300), sizes)
+    values = (rng.random(images.size) < 0.4).astype(float)
+    fast = cluster_bootstrap(values, images, n_resamples=4000, seed=2)
+    # the textbook way: draw 300 image indices with replacement, pool their questions
+    sums, counts = np.bincount(images, weights=values), np.bincount(images)
+    picks = rng.integers(0, 300, size=(4000, 300))
+    naive = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
+    lo, hi = np.quantile(naive, [0.025, 0.975])
+    assert fast["ci_low"] == pytest.approx(2 * fast["mean"] - hi, abs=0.01)
+    assert fast["ci_high"] == pytest.approx(2 * fast["mean"] - lo, abs=0.01)
+    assert cluster_bootstrap(values, images, seed=9) == cluster_bootstrap(values, images, seed=9)
+
+
+def test_paired_test_is_mcnemars_exact_test_with_one_question_per_image():
+    # b = 1 item only A got right, c = 8 only B got right, 5 both right:
+    # p = 2 · P(Binomial(9, ½) ≤ 1) = 2 · (1 + 9) / 512
+    a = np.array([1] + [0] * 8 + [1] * 5)
+    b = np.array([0] + [1] * 8 + [1] * 5)
+    assert paired_test(a, b, np.arange(14)) == pytest.approx(20 / 512)
+    assert paired_test(b, a, np.arange(14)) == pytest.approx(20 / 512)
+    assert paired_test(a, a, np.arange(14)) == 1.0
+    assert paired_test([1, 0], [0, 1], [0, 1]) == 1.0  # b = c
+
+
+def test_paired_test_swaps_whole_images():
+    # 3 images × 5 questions, A right on all 15 and B wrong on all: McNemar on questions would
+    # give 2 / 2^15, but only the 2^3 swaps of whole images are exchangeable: p = 2/8.
+    a, b = np.ones(15), np.zeros(15)
+    images = np.repeat([0, 1, 2], 5)
+    assert paired_test(a, b, images) == pytest.approx(0.25)
+    assert paired_test(a, b, np.arange(15)) == pytest.approx(2 / 2 ** 15)
+
+
+def test_paired_test_equals_the_full_enumeration_of_swaps():
+    rng = np.random.default_rng(1)
+    images = np.repeat(np.arange(10), [1, 2, 3, 5, 1, 2, 3, 4, 5, 6])
+    a = rng.random(images.size) < 0.7
+    b = rng.random(images.size) < 0.4
+    d = np.bincount(images, weights=a.astype(int) - b.astype(int))
+    extreme = [abs(np.dot(signs, d)) >= abs(d.sum()) - 1e-9
+               for signs in itertools.product([1, -1], repeat=10)]
+    assert paired_test(a, b, images) == pytest.approx(np.mean(extreme))
+
+
+def test_holm_by_hand():
+    # sorted: .005·4 = .02, .01·3 = .03, .03·2 = .06, .04·1 = .04 → kept monotone: .06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+
+
+def _record(item, image, correct, n_options=3, rotation=None, gold="A", extracted="A"):
+    return {"item_id": item, "image_id": image, "dataset": "kather_et_al_2016",
+            "question_type": "domain", "options": {"ABCDEFGH"[i]: str(i) for i in range(n_options)},
+            "gold": gold, "extracted": extracted, "rule": "lone_letter", "correct": correct,
+            "correct_official": correct, "error": None, "rotation": rotation}
+
+
+def test_summary_reports_both_cis_and_chance_for_the_item_mix():
+    records = [_record(f"i{n}", f"img{n // 2}", n % 3 == 0, n_options=2 + n % 2) for n in range(8)]
+    coarse = summarize(records)["scorers"]["robust"]["coarse"]
+    assert coarse["chance"] == pytest.approx(np.mean([1 / (2 + n % 2) for n in range(8)]))
+    assert coarse["accuracy"] == pytest.approx(3 / 8)
+    assert {"ci_low", "ci_high", "pm", "cluster_ci_low", "cluster_ci_high",
+            "cluster_pm"} <= set(coarse)
+
+
+def test_circular_summary_needs_every_rotation_right():
+    records = []
+    for k in range(3):  # item x: all three rotations right; item y: rotation 2 wrong
+        records.append(_record(f"x:domain#r{k}", "img1", True, rotation=k))
+        records.append(_record(f"y:domain#r{k}", "img2", k != 2, rotation=k,
+                               extracted="B" if k == 2 else "A"))
+    records.append(_record("z:domain#r0", "img3", True, rotation=0))  # rotations 1, 2 missing
+    summary = summarize(records)
+    circular = summary["circular"]
+    assert circular["n_items"] == 2 and circular["n_incomplete"] == 1
+    assert circular["scorers"]["robust"]["coarse"]["accuracy"] == 0.5
+    assert circular["scorers"]["robust"]["coarse"]["chance"] == pytest.approx((1 / 3) ** 3)
+    assert circular["per_rotation"] == {"0": {"n": 3, "accuracy": 1.0},
+                                        "1": {"n": 2, "accuracy": 1.0},
+                                        "2": {"n": 2, "accuracy": 0.5}}
+    # gold was always "A"; the letter-bias table counts what was predicted, and how well
+    bias = summary["letter_bias"]["letters"]
+    assert bias["A"] == {"gold": 7, "predicted": 6, "correct": 6}
+    assert bias["B"] == {"gold": 0, "predicted": 1, "correct": 0}
