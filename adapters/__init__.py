@@ -5,7 +5,7 @@ import os
 
 from .base import Adapter, AdapterError, ChatRequest, ChatResponse, GenerationParams
 
-PROVIDERS = ("openai", "vllm", "random")
+PROVIDERS = ("openai", "vllm", "transformers", "random")
 VLLM_DEFAULT_BASE_URL = "http://localhost:8000/v1"
 
 __all__ = ["Adapter", "AdapterError", "ChatRequest", "ChatResponse", "GenerationParams",
@@ -17,7 +17,8 @@ def split_spec(spec: str) -> tuple[str, str]:
     provider, _, model = spec.partition("/")
     if provider not in PROVIDERS:
         raise ValueError(f"--model {spec!r}: unknown provider {provider!r}; "
-                         f"use one of {', '.join(PROVIDERS)} (e.g. openai/gpt-4o, vllm/MODEL, random)")
+                         f"use one of {', '.join(PROVIDERS)} (e.g. openai/gpt-4o, vllm/MODEL, "
+                         "transformers/MODEL, random)")
     if provider != "random" and not model:
         raise ValueError(f"--model {spec!r}: missing the model name after '{provider}/'")
     return provider, model
@@ -25,12 +26,19 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 def create_adapter(spec: str, *, base_url: str | None = None, api_key_env: str | None = None,
                    seed: int | None = 0, timeout: float = 120.0, concurrency: int = 32,
-                   image_detail: str | None = None) -> Adapter:
+                   image_detail: str | None = None, batch_size: int = 8) -> Adapter:
     provider, model = split_spec(spec)
     if provider == "random":
         from .random_baseline import RandomAdapter
 
         return RandomAdapter(seed)
+    if provider == "transformers":
+        try:
+            from .transformers_local import TransformersAdapter
+        except ImportError as exc:
+            raise ValueError(f"--model {spec!r} needs torch and transformers ({exc}); install "
+                             "them with: pip install -e '.[local]'") from None
+        return TransformersAdapter(spec, model, batch_size=batch_size)
     from .openai_compat import OpenAICompatAdapter
 
     if provider == "openai":

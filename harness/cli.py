@@ -23,7 +23,8 @@ def _split_csv(values: tuple[str, ...]) -> list[str] | None:
 
 @main.command("run")
 @click.option("--model", "-m", required=True,
-              help="provider/model: openai/gpt-4o, vllm/Qwen/Qwen2-VL-7B-Instruct, or random.")
+              help="provider/model: openai/gpt-4o, vllm/Qwen/Qwen2-VL-7B-Instruct, "
+                   "transformers/HF-ID-OR-FOLDER, or random.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None,
               help="Run folder (default results/<model>-<prompt>). Re-running resumes it.")
 @click.option("--dataset", "-d", default="sample", show_default=True,
@@ -64,13 +65,26 @@ def _split_csv(values: tuple[str, ...]) -> list[str] | None:
               help="Show each item's options in a random order, seeded by SEED and the item id.")
 @click.option("--circular", is_flag=True,
               help="Ask every rotation of the options; an item is right only if all rotations are.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="transformers/ only: requests per generate call (left padded).")
+@click.option("--serve", is_flag=True,
+              help="Start a vLLM server for --model vllm/MODEL on a free loopback port for the "
+                   "length of the run (log: OUTPUT/vllm-server.log).")
+@click.option("--vllm-args", default="", metavar="ARGS",
+              help="With --serve: extra vLLM server arguments, e.g. "
+                   "\"--tensor-parallel-size 2 --max-model-len 8192\".")
+@click.option("--vllm-python", default=None, metavar="PYTHON",
+              help="With --serve: the Python of an environment that has vllm (default: this one).")
+@click.option("--serve-timeout", type=float, default=900.0, show_default=True,
+              help="With --serve: seconds to wait for the server to become healthy.")
 @click.option("--force", is_flag=True, help="Start over in an output folder of another run.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, datasets_,
             question_types, include_excluded, limit, concurrency, temperature, max_tokens, top_p,
             seed, timeout, max_attempts, image_format, max_image_pixels, image_detail, judge,
-            judge_base_url, shuffle_options, circular, force, no_cache, no_progress) -> None:
+            judge_base_url, shuffle_options, circular, batch_size, serve, vllm_args, vllm_python,
+            serve_timeout, force, no_cache, no_progress) -> None:
     """Evaluate MODEL on uBench and write samples.jsonl, manifest.json, summaries and the report."""
     from .compare import CompareError, compare, compare_markdown, write_comparison
     from .report import REPORT_HTML
@@ -91,7 +105,8 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
         max_attempts=max_attempts, image_format=image_format, max_pixels=max_image_pixels,
         image_detail=image_detail, shuffle_options=shuffle_options, circular=circular,
         force=force, use_cache=not no_cache, progress=not no_progress, judge=judge,
-        judge_base_url=judge_base_url,
+        judge_base_url=judge_base_url, batch_size=batch_size, serve=serve, vllm_args=vllm_args,
+        vllm_python=vllm_python, serve_timeout=serve_timeout,
     )
     try:
         if len(prompts) == 1:

@@ -12,12 +12,13 @@ import json
 import logging
 import sys
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from adapters import Adapter, AdapterError, ChatRequest, GenerationParams, create_adapter
+from adapters import (Adapter, AdapterError, ChatRequest, GenerationParams, create_adapter,
+                      split_spec)
 from prompts import Template, TemplateError, load_template, render
 
 from . import __version__, options_order
@@ -31,10 +32,11 @@ from .results import (MANIFEST, SAMPLES, SUMMARY_JSON, SUMMARY_MD, SampleWriter,
 from .retry import RetryPolicy
 from .scoring import official_correct, summarize
 from .tables import summary_markdown
+from .vllm_server import ManagedServer, ServerStartError, managed_vllm
 
 # Fields of the manifest that must match for a run folder to be resumed.
 RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image", "judge",
-               "options_order")
+               "options_order", "server")
 # Where the model is served from may change between a run and its resumption; what it is may not.
 MODEL_KEYS_FREE_ON_RESUME = ("base_url", "base_urls", "timeout_s", "openai_sdk", "server")
 ABORT_AFTER_SAME_FAILURES = 8
@@ -78,6 +80,11 @@ class RunConfig:
     progress: bool = True
     judge: str | None = None  # a model spec, asked only about responses the parser left invalid
     judge_base_url: str | None = None
+    batch_size: int = 8  # transformers/ only
+    serve: bool = False  # start a vLLM server for a vllm/ model (harness.vllm_server)
+    vllm_args: str = ""
+    vllm_python: str | None = None
+    serve_timeout: float = 900.0
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
     @property
@@ -130,31 +137,53 @@ def run_prompts(config: RunConfig, prompts: list[str]) -> dict[str, dict[str, An
 
 def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str, Any]]:
     try:
-        return asyncio.run(_run(config, specs))
+        with _managed_server(config) as server:
+            return asyncio.run(_run(config, specs, server))
+    except ServerStartError as exc:
+        raise RunError(str(exc)) from None
     except KeyboardInterrupt:
         print(f"\nInterrupted. Everything finished so far is saved in {config.output}; "
               "run the same command again to resume.", file=sys.stderr)
         raise
 
 
-async def _run(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+@contextmanager
+def _managed_server(config: RunConfig) -> Iterator[ManagedServer | None]:
+    """With --serve, a vLLM server for the model that lives as long as the run; else nothing."""
+    if not config.serve:
+        yield None
+        return
+    provider, model = split_spec(config.model)
+    if provider != "vllm":
+        raise RunError(f"--serve starts a vLLM server: use it with --model vllm/MODEL, "
+                       f"not {config.model!r}")
+    if config.base_url:
+        raise RunError("--serve starts its own server on a free port: leave out --base-url")
+    with managed_vllm(model, log_dir=Path(config.output), python=config.vllm_python,
+                      extra_args=config.vllm_args, startup_timeout=config.serve_timeout) as server:
+        yield server
+
+
+async def _run(config: RunConfig, specs: list[tuple[str, Path]],
+               server: ManagedServer | None = None) -> list[dict[str, Any]]:
     source = resolve_source(config.dataset, config.revision)
     try:
         templates = [load_template(prompt) for prompt, _ in specs]
     except TemplateError as exc:
         raise RunError(str(exc)) from exc
     try:
-        adapter = create_adapter(config.model, base_url=config.base_url,
+        adapter = create_adapter(config.model,
+                                 base_url=server.base_url if server else config.base_url,
                                  api_key_env=config.api_key_env, seed=config.seed,
                                  timeout=config.timeout, concurrency=config.concurrency,
-                                 image_detail=config.image_detail)
+                                 image_detail=config.image_detail, batch_size=config.batch_size)
     except ValueError as exc:
         raise RunError(str(exc)) from exc
     outs = [out for _, out in specs]
     judge = _make_judge(config)
     done = []
     for template, out in zip(templates, outs):
-        manifest = build_manifest(config, source.describe(), template, adapter)
+        manifest = build_manifest(config, source.describe(), template, adapter, server)
         manifest["judge"] = judge.describe() if judge else None
         done.append(prepare_output(out, manifest, config.force))
         write_json(out / MANIFEST, manifest)
@@ -415,12 +444,13 @@ def _watch_failures(record: dict[str, Any], progress: Progress, abort: list[str]
 
 
 def build_manifest(config: RunConfig, dataset: dict[str, str], template: Template,
-                   adapter: Adapter) -> dict[str, Any]:
+                   adapter: Adapter, server: ManagedServer | None = None) -> dict[str, Any]:
     return {
         "harness_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command_line": config.command_line,  # keys come from the environment, never argv
         "model": adapter.describe(),
+        "server": server.describe() if server else None,
         "template": template.describe(),
         "generation": config.params.as_dict(),
         "seed": config.seed,
@@ -430,7 +460,7 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
         "image": {"format": config.image_format, "max_pixels": config.max_pixels},
         "options_order": {"shuffle_seed": config.shuffle_options, "circular": config.circular},
         "runtime": {"concurrency": config.concurrency, "timeout_s": config.timeout,
-                    "max_attempts": config.max_attempts},
+                    "max_attempts": config.max_attempts, "batch_size": config.batch_size},
     }
 
 
