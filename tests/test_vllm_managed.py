@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, read_jsonl, ubench
+from tests.conftest import ROOT, read_jsonl, ubench
 from harness.runner import RunConfig, build_manifest, config_fingerprint
 from harness.vllm_server import ManagedServer
 
@@ -94,7 +94,8 @@ def test_serve_refuses_what_it_cannot_serve(tmp_path, args, message):
 def test_python_without_vllm_fails_with_its_log_and_leaves_nothing(tmp_path, marker):
     out = tmp_path / "run"
     proc = ubench("run", "--model", "vllm/any-model", "--serve", "--vllm-python", sys.executable,
-                  "--output", str(out), "--no-progress", env=_env(marker), check=False)
+                  "--output", str(out), "--no-progress", env=_env(marker), check=False,
+                  subprocess_=True)
     assert proc.returncode == 1
     assert "exited with code 1 during start-up" in proc.stderr
     assert "vllm is not installed for that Python" in proc.stderr
@@ -118,7 +119,10 @@ def test_a_restarted_server_resumes_the_same_run(tmp_path):
                               server)
 
     first, second = manifest(8001), manifest(8002)
-    assert first["server"]["vllm_version"] == "0.32.0" and first["model"]["base_url"] == "managed"
+    assert first["model"]["base_url"] != second["model"]["base_url"]
+    assert first["server"] == {"managed": True, "vllm_version": "0.32.0",
+                               "args": ["--model", "m", "--served-model-name", "m"],
+                               "log": "vllm-server.log"}
     assert config_fingerprint(first) == config_fingerprint(second)
     other = manifest(8001)
     other["server"]["args"] = other["server"]["args"] + ["--dtype", "float16"]
@@ -131,7 +135,7 @@ def test_a_restarted_server_resumes_the_same_run(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     pytest.importorskip("transformers", reason="the tiny model is built with the 'local' extra")
-    from tiny_vlm import build_tiny_idefics3
+    from tests.tiny_vlm import build_tiny_idefics3
 
     return build_tiny_idefics3(tmp_path_factory.mktemp("models") / "tiny-idefics3")
 
@@ -144,7 +148,8 @@ def test_serve_runs_the_sample_against_real_vllm(tiny_model, tmp_path, marker):
     start = time.monotonic()
     proc = ubench("run", "--model", f"vllm/{tiny_model}", "--serve", "--vllm-python", VLLM_PYTHON,
            "--vllm-args", VLLM_ARGS, "--dataset", "sample", "--limit", "24", "--max-tokens", "8",
-           "--output", str(out), "--no-progress", env=_env(marker), timeout=900)
+           "--output", str(out), "--no-progress", env=_env(marker), timeout=900,
+           subprocess_=True)
     ready = re.search(r"vLLM (\S+) ready after (\d+) s", proc.stderr)
     assert ready, proc.stderr
     print(f"\nvLLM {ready[1]}: healthy after {ready[2]} s; whole run {time.monotonic() - start:.0f} s")
@@ -155,7 +160,7 @@ def test_serve_runs_the_sample_against_real_vllm(tiny_model, tmp_path, marker):
         assert r["finish_reason"] in ("stop", "length")
         assert 1 <= r["usage"]["completion_tokens"] <= 8
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["model"]["base_url"] == "managed"
+    assert manifest["model"]["base_url"] == f"http://127.0.0.1:{served_port(out / 'vllm-server.log')}/v1"
     assert manifest["server"]["vllm_version"]
     assert manifest["server"]["args"][:4] == ["--model", str(tiny_model),
                                               "--served-model-name", str(tiny_model)]
@@ -186,7 +191,7 @@ def test_a_folder_that_is_not_a_model_fails_clearly_and_leaves_nothing(tmp_path,
     out = tmp_path / "run"
     proc = ubench("run", "--model", f"vllm/{folder}", "--serve", "--vllm-python", VLLM_PYTHON,
                   "--dataset", "sample", "--limit", "24", "--output", str(out), "--no-progress",
-                  env=_env(marker), check=False, timeout=600)
+                  env=_env(marker), check=False, timeout=600, subprocess_=True)
     assert proc.returncode == 1
     assert "exited with code 1 during start-up" in proc.stderr
     assert str(folder) in proc.stderr  # vLLM's own reason, from the tail of its log
