@@ -75,7 +75,7 @@ def test_left_padded_batches_answer_like_single_requests(tiny_model, tmp_path):
 
 
 def test_steered_model_scores_the_expected_accuracy(steered_model, tmp_path):
-    """The model answers B through the real generate path; accuracy = share of items whose gold is B."""
+    """The model answers B through the real generate path: accuracy = share of items with gold B."""
     out = tmp_path / "run"
     _run(steered_model, out)
     records = read_jsonl(out / "samples.jsonl")
@@ -124,13 +124,14 @@ def test_requests_are_batched_and_a_bad_image_fails_alone(tiny_model):
 
 
 def test_a_processor_without_images_is_refused(tmp_path):
-    """AutoProcessor falls back to a bare tokenizer for a text-only model: that run must not start."""
+    """AutoProcessor returns a bare tokenizer for a text-only model: that run must not start."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     folder = tmp_path / "text-only"
     tokenizer = make_tokenizer()
-    LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=32,
-                                 num_hidden_layers=1, num_attention_heads=2)).save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2)
+    LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     proc = ubench("run", "--model", f"transformers/{folder}", "--dataset", "sample",
                   "--output", str(tmp_path / "run"), "--no-progress", check=False)

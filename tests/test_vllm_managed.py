@@ -22,12 +22,13 @@ import pytest
 
 from tests.conftest import ROOT, read_jsonl, ubench
 from harness.runner import RunConfig, build_manifest, config_fingerprint
-from harness.vllm_server import ManagedServer
+from harness.vllm_server import ManagedServer, stop_group
 
 VLLM_PYTHON = os.environ.get("UBENCH_VLLM_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
-# What the CPU build needs offline; small limits keep the engine's start-up and memory down.
+# What the CPU build needs offline; small limits and no torch.compile (--enforce-eager) keep the
+# engine's start-up and memory down.
 VLLM_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
-VLLM_ARGS = ("--max-model-len 1024 --dtype bfloat16 --max-num-seqs 32 "
+VLLM_ARGS = ("--max-model-len 1024 --dtype bfloat16 --max-num-seqs 32 --enforce-eager "
              "--limit-mm-per-prompt '{\"image\":1}'")
 
 requires_vllm_env = pytest.mark.skipif(
@@ -105,6 +106,24 @@ def test_python_without_vllm_fails_with_its_log_and_leaves_nothing(tmp_path, mar
     assert_nothing_left(marker, out / "vllm-server.log")
 
 
+def test_a_group_that_ignores_ctrl_c_is_killed_children_and_all(marker):
+    ignore_int = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    child = f"{ignore_int}time.sleep(60)"
+    parent = (f"import subprocess, sys; {ignore_int}"
+              f"subprocess.Popen([sys.executable, '-c', {child!r}]); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", parent], start_new_session=True,
+                            env={**os.environ, **_env(marker)})
+    deadline = time.monotonic() + 30
+    while len(processes_marked(marker)) < 2:
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.1)
+    start = time.monotonic()
+    stop_group(proc, grace=1)
+    assert time.monotonic() - start < 5
+    assert proc.returncode == -signal.SIGKILL
+    assert processes_marked(marker) == []
+
+
 def test_a_restarted_server_resumes_the_same_run(tmp_path):
     """The port changes at every start; the manifest keys that gate resuming must not."""
     from adapters import create_adapter
@@ -152,7 +171,8 @@ def test_serve_runs_the_sample_against_real_vllm(tiny_model, tmp_path, marker):
            subprocess_=True)
     ready = re.search(r"vLLM (\S+) ready after (\d+) s", proc.stderr)
     assert ready, proc.stderr
-    print(f"\nvLLM {ready[1]}: healthy after {ready[2]} s; whole run {time.monotonic() - start:.0f} s")
+    print(f"\nvLLM {ready[1]}: healthy after {ready[2]} s; "
+          f"whole run {time.monotonic() - start:.0f} s")
     records = read_jsonl(out / "samples.jsonl")
     assert len(records) == 24
     for r in records:
@@ -160,7 +180,8 @@ def test_serve_runs_the_sample_against_real_vllm(tiny_model, tmp_path, marker):
         assert r["finish_reason"] in ("stop", "length")
         assert 1 <= r["usage"]["completion_tokens"] <= 8
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["model"]["base_url"] == f"http://127.0.0.1:{served_port(out / 'vllm-server.log')}/v1"
+    port = served_port(out / "vllm-server.log")
+    assert manifest["model"]["base_url"].rstrip("/") == f"http://127.0.0.1:{port}/v1"
     assert manifest["server"]["vllm_version"]
     assert manifest["server"]["args"][:4] == ["--model", str(tiny_model),
                                               "--served-model-name", str(tiny_model)]
