@@ -111,7 +111,9 @@ class TransformersAdapter(Adapter):
             return results
         start = time.perf_counter()
         inputs = self.processor(text=texts, images=images if any(images) else None,
-                                padding=True, return_tensors="pt").to(self.model.device)
+                                padding=True, return_tensors="pt")
+        # Pixel values in the weights' dtype (bfloat16 on most GPUs); token ids stay integers.
+        inputs = inputs.to(self.model.device, dtype=self.model.dtype)
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens,
                                   "do_sample": params.temperature > 0}
         if kwargs["do_sample"]:
