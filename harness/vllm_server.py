@@ -35,11 +35,9 @@ class ServerStartError(RuntimeError):
 class ManagedServer:
     """A started server: where to reach it and what to record about it."""
 
-    python: str
     args: list[str]  # everything after the module name except --host/--port
     port: int
     log_path: Path
-    pid: int
     version: str | None = None
 
     @property
@@ -80,7 +78,7 @@ def managed_vllm(model: str, *, log_dir: Path, python: str | None = None, extra_
             raise ServerStartError(f"cannot start the vLLM server with {python!r}: {exc} "
                                    "(--vllm-python names the Python of an environment with vllm)"
                                    ) from None
-    server = ManagedServer(python, args, port, log_path, proc.pid)
+    server = ManagedServer(args, port, log_path)
     print(f"Starting a vLLM server for {model} on port {port} (log: {log_path})...",
           file=sys.stderr)
     started = time.monotonic()

@@ -130,8 +130,8 @@ def test_a_restarted_server_resumes_the_same_run(tmp_path):
     from prompts import load_template
 
     def manifest(port: int) -> dict:
-        server = ManagedServer(VLLM_PYTHON, ["--model", "m", "--served-model-name", "m"], port,
-                               tmp_path / "vllm-server.log", pid=1, version="0.32.0")
+        server = ManagedServer(["--model", "m", "--served-model-name", "m"], port,
+                               tmp_path / "vllm-server.log", version="0.32.0")
         adapter = create_adapter("vllm/m", base_url=server.base_url)
         config = RunConfig(model="vllm/m", output=tmp_path, serve=True)
         return build_manifest(config, {"kind": "sample"}, load_template("official"), adapter,
