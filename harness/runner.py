@@ -189,7 +189,8 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
         write_json(out / MANIFEST, manifest)
     handlers = [_log_to(out / RUN_LOG) for out in outs]
     cache = ResponseCache(config.cache_path) if config.use_cache else None
-    adapter = _cached(adapter, cache)
+    # A managed server's port changes every run; what it serves (its version and args) does not.
+    adapter = _cached(adapter, cache, {"server": server.describe()} if server else None)
     if judge:
         judge.adapter = _cached(judge.adapter, cache)
     progress = Progress(skipped=sum(map(len, done)))
@@ -246,9 +247,15 @@ def _log_to(path: Path) -> logging.Handler:
     return handler
 
 
-def _cached(adapter: Adapter, cache: ResponseCache | None) -> Adapter:
+def _cached(adapter: Adapter, cache: ResponseCache | None,
+            endpoint: dict[str, Any] | None = None) -> Adapter:
+    """Wrap `adapter` in the response cache; `endpoint` replaces its base URL in the key."""
     identity = adapter.cache_identity()
-    return adapter if cache is None or identity is None else CachedAdapter(adapter, cache, identity)
+    if cache is None or identity is None:
+        return adapter
+    if endpoint is not None:
+        identity = {**identity, "base_url": endpoint}
+    return CachedAdapter(adapter, cache, identity)
 
 
 def _make_judge(config: RunConfig) -> Judge | None:
