@@ -206,9 +206,13 @@ def dataset_name(row: dict[str, Any]) -> str:
     return "unknown"
 
 
+def _image_id(row: dict[str, Any], index: int) -> str:
+    return str(row.get("image_id") or f"row-{index}")
+
+
 def expand_row(row: dict[str, Any], index: int) -> Example:
     """Expand one row into its items; problems are recorded on the items, never raised."""
-    image_id = str(row.get("image_id") or f"row-{index}")
+    image_id = _image_id(row, index)
     ds_name = dataset_name(row)
     image = row.get("image")
     image_bytes = image.get("bytes") if isinstance(image, dict) else None
@@ -265,8 +269,9 @@ def iter_examples(
     question_types: Sequence[str] | None = None,
     limit: int | None = None,
     include_excluded: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[Example]:
-    """Filter and expand rows lazily; `limit` counts items, not images."""
+    """Filter and expand rows lazily; `limit` counts items, not images (of this shard)."""
     wanted_ds = set(datasets) if datasets else None
     wanted_qt = set(question_types) if question_types else None
     if wanted_qt and not wanted_qt <= set(QUESTION_TYPES):
@@ -275,6 +280,8 @@ def iter_examples(
     for index, row in enumerate(rows):
         if remaining is not None and remaining <= 0:
             return
+        if shard is not None and shard_of(_image_id(row, index), shard[1]) != shard[0]:
+            continue
         name = dataset_name(row)
         if wanted_ds is not None:
             if name not in wanted_ds:
@@ -289,3 +296,27 @@ def iter_examples(
             remaining -= len(example.items)
         if example.items:
             yield example
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards: N machines split one run by image, so every image is read and encoded on one machine.
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`K/N` (1 ≤ K ≤ N) → (K, N)."""
+    k, sep, n = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        shard = (int(k), int(n))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected K/N, e.g. 2/4") from None
+    if not 1 <= shard[0] <= shard[1]:
+        raise ValueError(f"--shard {text!r}: K must be between 1 and N")
+    return shard
+
+
+def shard_of(image_id: str, n: int) -> int:
+    """The shard (1..n) an image belongs to: a stable hash, the same on every machine."""
+    digest = hashlib.sha256(image_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % n + 1
