@@ -45,6 +45,12 @@ class PooledAdapter(Adapter):
         first.pop("base_url", None)
         return {**first, "base_urls": [r.name for r in self.replicas]}
 
+    def cache_identity(self) -> dict[str, Any] | None:
+        """Any replica may answer, so the identity is the model and the whole set of servers."""
+        if self.replicas[0].adapter.cache_identity() is None:
+            return None
+        return {"spec": self.spec, "base_urls": sorted(r.name for r in self.replicas)}
+
     def pick(self) -> Replica:
         """The healthy replica with the fewest requests in flight; if none is healthy, the one
         whose cool-down ends first (better to try than to stall the run)."""

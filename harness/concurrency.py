@@ -71,6 +71,9 @@ class AdaptiveConcurrency(Adapter):
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
 
+    def cache_identity(self) -> dict[str, Any] | None:
+        return self.inner.cache_identity()
+
     async def complete(self, request: ChatRequest) -> ChatResponse:
         async with self._changed:
             await self._changed.wait_for(lambda: self.in_flight < self.controller.limit)

@@ -102,3 +102,7 @@ def test_cli_adaptive_concurrency_completes_and_is_recorded(tmp_path):
     assert len(records) == 136 and not any(r["error"] for r in records)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["runtime"]["adaptive_concurrency"] is True
+    assert server.stats.requests == 136  # and the responses went into the cache as usual
+    ubench("run", "--model", "vllm/test", "--base-url", server.base_url, "--output",
+           str(tmp_path / "again"), "--no-progress", "--adaptive-concurrency")
+    assert all(r["cached"] for r in read_jsonl(tmp_path / "again" / "samples.jsonl"))

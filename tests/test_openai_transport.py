@@ -1,17 +1,15 @@
-"""The direct OpenAI-protocol client: what it sends, and how it classifies every kind of failure."""
+"""The direct OpenAI-protocol client against the test server: what it sends, what errors mean."""
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
 import socket
-import threading
 
 import pytest
-from aiohttp import web
 
 from adapters import AdapterError, ChatRequest, GenerationParams
-from adapters.openai_compat import OpenAICompatAdapter
+from adapters.openai_compat import OpenAICompatAdapter, _status_error
 from harness.testserver import TestServer
 
 IMAGE = "data:image/png;base64," + base64.b64encode(bytes(range(256)) * 40).decode()
@@ -58,89 +56,50 @@ def test_body_is_valid_json_for_any_image_url():
         assert body["messages"][0]["content"][0]["image_url"] == {"url": url}
 
 
-class Faulty:
-    """A loopback server that answers with whatever `reply` says; counts what it saw."""
-
-    def __init__(self, reply):
-        self.reply = reply
-        self.auth: list[str | None] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-
-    async def handle(self, req: web.Request) -> web.StreamResponse:
-        self.auth.append(req.headers.get("Authorization"))
-        await req.read()
-        return await self.reply(req)
-
-    def __enter__(self) -> "Faulty":
-        def serve():
-            asyncio.set_event_loop(self._loop)
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", self.handle)
-            self._runner = web.AppRunner(app)
-            self._loop.run_until_complete(self._runner.setup())
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            self._loop.run_until_complete(site.start())
-            self.base_url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
-            self._ready.set()
-            self._loop.run_forever()
-            self._loop.run_until_complete(self._runner.cleanup())
-        threading.Thread(target=serve, daemon=True).start()
-        self._ready.wait(10)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-
-
-def status(code: int, body, headers=None):
-    async def reply(req):
-        if isinstance(body, str):
-            return web.Response(status=code, text=body, headers=headers)
-        return web.json_response(body, status=code, headers=headers)
-    return reply
-
-
-@pytest.mark.parametrize("reply, kind, retryable, code, retry_after, message", [
-    (status(429, {"error": {"message": "slow down"}}, {"Retry-After": "3"}),
-     "rate_limit", True, 429, 3.0, "HTTP 429: slow down"),
-    (status(503, {"error": {"message": "overloaded"}}), "server", True, 503, None,
-     "HTTP 503: overloaded"),
-    (status(500, "<html>oops</html>"), "server", True, 500, None, "HTTP 500: <html>oops</html>"),
-    (status(400, {"error": {"message": "bad image"}}), "client", False, 400, None,
-     "HTTP 400: bad image"),
-    (status(401, {"error": {"message": "no key"}}), "client", False, 401, None, "HTTP 401: no key"),
-    (status(404, {"detail": "no such model"}), "client", False, 404, None,
-     "HTTP 404: no such model"),
-    (status(409, {"error": "conflict"}), "client", True, 409, None, "HTTP 409: conflict"),
-    (status(200, "not json"), "bad_response", True, None, None, "unparseable response body"),
-    (status(200, {"choices": []}), "bad_response", True, None, None, "unparseable"),
+@pytest.mark.parametrize("fault, kind, code, retry_after, message", [
+    ("429", "rate_limit", 429, 0.1, "HTTP 429: Rate limit reached"),
+    ("500", "server", 500, None, "HTTP 500: injected 500"),
+    ("503", "server", 503, None, "HTTP 503: injected 503"),
+    ("badjson", "bad_response", None, None, "unparseable response body: b'<html>upstream"),
+    ("close", "connection", None, None, "connection failed: ServerDisconnectedError"),
+    ("hang", "timeout", None, None, "no response within 0.3 s"),
 ])
-def test_failures_are_classified(reply, kind, retryable, code, retry_after, message):
-    with Faulty(reply) as server:
-        adapter = OpenAICompatAdapter("vllm/m", "m", base_url=server.base_url, api_key="sk-secret")
+def test_server_faults_are_classified_retryable(fault, kind, code, retry_after, message):
+    with TestServer("first", fault_rate=1.0, faults=(fault,), hang_s=2.0) as server:
+        adapter = OpenAICompatAdapter("vllm/m", "m", base_url=server.base_url, api_key=None,
+                                      timeout=0.3)
         with pytest.raises(AdapterError) as info:
             complete(adapter, request())
     err = info.value
-    assert (err.kind, err.retryable, err.status, err.retry_after) == (kind, retryable, code,
+    assert (err.kind, err.retryable, err.status, err.retry_after) == (kind, True, code,
                                                                        retry_after)
     assert err.message.startswith(message)
-    assert server.auth == ["Bearer sk-secret"]
-    assert "sk-secret" not in err.message and "sk-secret" not in repr(adapter)
-    assert "sk-secret" not in json.dumps(adapter.describe())
 
 
-def test_a_slow_server_is_a_timeout():
-    async def slow(req):
-        await asyncio.sleep(2)
-        return web.json_response({})
-    with Faulty(slow) as server:
-        adapter = OpenAICompatAdapter("vllm/m", "m", base_url=server.base_url, api_key=None,
-                                      timeout=0.2)
+def test_a_wrong_key_is_final_and_never_echoed():
+    with TestServer("first", require_key="sk-right") as server:
+        adapter = OpenAICompatAdapter("vllm/m", "m", base_url=server.base_url,
+                                      api_key="sk-wrong-secret")
         with pytest.raises(AdapterError) as info:
             complete(adapter, request())
-    assert info.value.kind == "timeout" and info.value.retryable
-    assert server.auth == [None]  # no key configured: no Authorization header
+        good = OpenAICompatAdapter("vllm/m", "m", base_url=server.base_url, api_key="sk-right")
+        assert complete(good, request()).text == "A"
+    err = info.value
+    assert (err.kind, err.retryable, err.status) == ("client", False, 401)
+    assert "sk-wrong-secret" not in str(err) and "***" in err.message
+    assert "sk-wrong-secret" not in repr(adapter) + json.dumps(adapter.describe())
+
+
+@pytest.mark.parametrize("code, body, retryable, message", [
+    (400, b'{"error": {"message": "bad image"}}', False, "HTTP 400: bad image"),
+    (404, b'{"detail": "no such model"}', False, "HTTP 404: no such model"),
+    (409, b'{"error": "conflict"}', True, "HTTP 409: conflict"),
+    (422, b"<html>nope</html>", False, "HTTP 422: <html>nope</html>"),
+])
+def test_client_errors_are_classified_by_status(code, body, retryable, message):
+    err = _status_error(code, {}, body)
+    assert (err.kind, err.retryable, err.status, err.message) == ("client", retryable, code,
+                                                                  message)
 
 
 def test_no_server_is_a_connection_error():

@@ -152,6 +152,12 @@ def test_cli_spreads_a_run_over_two_servers(tmp_path):
         assert min(s1.stats.requests, s2.stats.requests) >= 40  # both did a fair share
         manifest = json.loads((out / "manifest.json").read_text())
         assert manifest["model"]["base_urls"] == [s1.base_url, s2.base_url]
+        # The response cache works with a pool too: the same run again asks no server.
+        again = tmp_path / "again"
+        ubench("run", "--model", "vllm/test", "--base-url", s2.base_url, "--base-url",
+               s1.base_url, "--output", str(again), "--no-progress")
+        assert all(r["cached"] for r in read_jsonl(again / "samples.jsonl"))
+        assert s1.stats.requests + s2.stats.requests == 136
 
 
 def test_cli_run_survives_a_server_stopped_mid_run(tmp_path):
