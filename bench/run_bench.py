@@ -9,9 +9,10 @@
    encoding, and the first request) at concurrency 64: on the whole replica at 0 ms (throughput,
    CPU per item, time to first request, peak RSS), and on `--latency-items` items at 200 ms
    (efficiency against the bound N·L/C).
-4. On the first `--items` items, side by side against the same server at 0 ms: ubench, a bare
-   `AsyncOpenAI` loop, inspect_ai and lmms-eval (each installed into bench/.venvs/NAME on first use),
-   all at concurrency 64, each a separate process whose CPU time is measured. Every client scores
+4. On the first `--items` items, side by side against the same server at 0 ms: ubench, two bare
+   loops (aiohttp + orjson: the floor of any Python client; the openai SDK's `AsyncOpenAI`),
+   inspect_ai and lmms-eval (each installed into bench/.venvs/NAME on first use), all at
+   concurrency 64, each a separate process whose CPU time is measured. Every client scores
    the same items; the test server always answers the first option letter, so equal accuracies
    show that all of them asked the same questions.
 """
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -129,15 +131,18 @@ def ensure_venv(name: str) -> Path:
 # The clients
 
 
-def run_ours(name: str, url: str, replica: Path, limit: int | None) -> dict[str, Any]:
-    out = OUT / "runs" / name
+def run_ours(name: str, url: str, replica: Path, limit: int | None,
+             *extra: str) -> dict[str, Any]:
+    """`ubench run` with its defaults (response cache on, in a fresh folder so nothing is a hit)."""
+    out, cache = OUT / "runs" / name, OUT / "runs" / f"{name}.cache"
     report = OUT / "runs" / f"{name}.probe.json"
+    shutil.rmtree(cache, ignore_errors=True)
     cmd = [PY, "bench/probe.py", str(report), "run", "--model", "vllm/test", "--base-url", url,
            "--dataset", str(replica), "--concurrency", "64", "--max-tokens", "16",
-           "--output", str(out), "--force", "--no-progress"]
+           "--output", str(out), "--force", "--no-progress", *extra]
     if limit:
         cmd += ["--limit", str(limit)]
-    result = measured(cmd, log=OUT / "runs" / f"{name}.log")
+    result = measured(cmd, env={"UBENCH_CACHE_DIR": str(cache)}, log=OUT / "runs" / f"{name}.log")
     probe = json.loads(report.read_text())
     records = [json.loads(line) for line in (out / "samples.jsonl").open()]
     errors = sum(bool(r["error"]) for r in records)
@@ -145,10 +150,10 @@ def run_ours(name: str, url: str, replica: Path, limit: int | None) -> dict[str,
             "accuracy": sum(bool(r.get("correct")) for r in records) / len(records)}
 
 
-def run_bare(url: str, subset: Path) -> dict[str, Any]:
-    answers = OUT / "runs" / "bare.jsonl"
-    result = measured([PY, str(PEERS / "bare_openai.py"), str(subset), url, "64", str(answers)],
-                      log=OUT / "runs" / "bare.log")
+def run_bare(kind: str, url: str, subset: Path) -> dict[str, Any]:
+    answers = OUT / "runs" / f"bare-{kind}.jsonl"
+    result = measured([PY, str(PEERS / "bare_loop.py"), kind, str(subset), url, "64", str(answers)],
+                      log=OUT / "runs" / f"bare-{kind}.log")
     records = [json.loads(line) for line in answers.open()]
     return {**result, "items": len(records),
             "accuracy": sum(r["correct"] for r in records) / len(records)}
@@ -217,20 +222,27 @@ metric_list:
 # Report
 
 
-def ours_line(label: str, r: dict[str, Any], latency_s: float) -> str:
+def speed_line(label: str, r: dict[str, Any], latency_s: float) -> str:
     p, n = r["probe"], r["items"]
     bound = n * latency_s / 64
-    eff = f"{bound / r['wall_s']:.3f}" if latency_s else "–"
-    first = p["first_request"] - r["start"]
     steady = p["last_response"] - p["first_request"]
-    eff_steady = f"{bound / steady:.3f}" if latency_s else "–"
-    cpu_item = r["cpu_s"] / n * 1e3
-    no_encode = (r["cpu_s"] - p["encode_cpu_s"]) / n * 1e3
-    pipeline = (r["cpu_s"] - p["cpu_at_first"] - p["encode_cpu_s"] - p["read_cpu_s"]) / n * 1e3
+    eff = f"{bound / r['wall_s']:.3f} | {bound / steady:.3f}" if latency_s else "– | –"
     return (f"| {label} | {n:,} | {r['errors']} | {r['wall_s']:.1f} | {n / r['wall_s']:,.0f} | "
-            f"{bound:.1f} | {eff} | {eff_steady} | {cpu_item:.3f} | {no_encode:.3f} | "
-            f"{pipeline:.3f} | {first:.2f} | {p['max_rss_mb']:,.0f} | "
-            f"{p['encodes'] / p['images']:.2f} (max {p['max_encodes_per_image']}) |")
+            f"{n / steady:,.0f} | {bound:.1f} | {eff} | {p['first_request'] - r['start']:.2f} | "
+            f"{p['max_rss_mb']:,.0f} | {p['encodes'] / p['images']:.2f} "
+            f"(max {p['max_encodes_per_image']}) |")
+
+
+def cpu_line(label: str, r: dict[str, Any]) -> str:
+    """Where the harness's CPU went: ms per item, then one-off costs in seconds."""
+    p, n = r["probe"], r["items"]
+    steady = (p["cpu_at_last"] - p["cpu_at_first"]
+              - (p["encode_cpu_s"] - p["encode_cpu_at_first"]))
+    ms = lambda v: f"{v / n * 1e3:.3f}"  # noqa: E731
+    return (f"| {label} | {r['cpu_s']:.1f} | {ms(r['cpu_s'])} | "
+            f"{ms(r['cpu_s'] - p['encode_cpu_s'])} | **{ms(steady)}** | "
+            f"{ms(p['encode_cpu_s'])} | {p['cpu_at_first']:.1f} | {p['count_cpu_s']:.1f} | "
+            f"{p['summary_cpu_s'] - p['report_cpu_s']:.1f} | {p['report_cpu_s']:.1f} |")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -242,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="items for the 200 ms run ('all' for the whole replica)")
     parser.add_argument("--full-items", default="all",
                         help="items for the 0 ms run that measures RSS and time to first request")
-    parser.add_argument("--peers", default="bare,inspect_ai,lmms_eval",
+    parser.add_argument("--peers", default="bare-aiohttp,bare-sdk,inspect_ai,lmms_eval",
                         help="comma list of peers to compare (empty for none)")
     args = parser.parse_args(argv)
     (OUT / "runs").mkdir(parents=True, exist_ok=True)
@@ -255,29 +267,48 @@ def main(argv: list[str] | None = None) -> None:
     with test_server(0.0) as url:
         runs["full0"] = run_ours("ours-full-L0", url, args.replica, limit(args.full_items))
         runs["ours"] = run_ours("ours-subset-L0", url, args.replica, args.items)
+        runs["nocache"] = run_ours("ours-subset-L0-nocache", url, args.replica, args.items,
+                                   "--no-cache")
         for peer in peers:
-            runs[peer] = {"bare": run_bare, "inspect_ai": run_inspect,
+            runs[peer] = {"bare-aiohttp": partial(run_bare, "aiohttp"),
+                          "bare-sdk": partial(run_bare, "sdk"), "inspect_ai": run_inspect,
                           "lmms_eval": run_lmms}[peer](url, subset)
     with test_server(0.2) as url:
         runs["lat"] = run_ours("ours-L200", url, args.replica, limit(args.latency_items))
+    (OUT / "runs" / "bench.json").write_text(json.dumps(runs, indent=2))
 
-    print(f"\nReplica: {REPLICA_ROWS:,} rows, {runs['full0']['items']:,} items under the default "
-          f"filter ({replica_state}); test server in its own process; concurrency 64; "
-          f"{os.cpu_count()} cores.\n")
-    print("| run | items | errors | wall s | items/s | bound N·L/C s | efficiency | "
-          "efficiency after first request | CPU ms/item | CPU ms/item without image encoding | "
-          "CPU ms/item per-item pipeline | first request s | peak RSS MB | encodes per image |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    print(ours_line("ubench, L = 0, replica", runs["full0"], 0.0))
-    print(ours_line("ubench, L = 200 ms", runs["lat"], 0.2))
-    print(ours_line(f"ubench, L = 0, first {args.items:,} items", runs["ours"], 0.0))
+    full = runs["full0"]["items"]
+    print(f"\nReplica: {REPLICA_ROWS:,} rows ({replica_state}); test server in its own process "
+          f"(style `first`); concurrency 64; {os.cpu_count()} cores; ubench with its defaults "
+          "(response cache on, empty).\n")
+    print("| run | items | errors | wall s | items/s | items/s, first request → last answer | "
+          "bound N·L/C s | efficiency | efficiency, first request → last answer | "
+          "first request after s | peak RSS MB | encodes per image |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(speed_line(f"L = 0, {'whole replica' if args.full_items == 'all' else f'{full:,} items'}",
+                     runs["full0"], 0.0))
+    print(speed_line("L = 200 ms", runs["lat"], 0.2))
+    print(speed_line(f"L = 0, first {args.items:,} items", runs["ours"], 0.0))
+    print(speed_line(f"L = 0, first {args.items:,} items, --no-cache", runs["nocache"], 0.0))
+    print("\nubench's own CPU (user + system), in ms per item except the last four columns "
+          "(seconds, once per run). Steady state: from the first request to the last answer, "
+          "reading rows included, image encoding not.\n")
+    print("| run | CPU s | total | without image encoding | **steady state** | "
+          "encoding images | start-up until the first request s | "
+          "counting pass s (concurrent) | summary s | report s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(cpu_line("L = 0, replica", runs["full0"]))
+    print(cpu_line("L = 200 ms", runs["lat"]))
+    print(cpu_line(f"L = 0, first {args.items:,}", runs["ours"]))
+    print(cpu_line(f"L = 0, first {args.items:,}, --no-cache", runs["nocache"]))
     ours = runs["ours"]
     print(f"\nSide by side on the same {ours['items']:,} items, same server, L = 0, "
           "concurrency 64 (ratios: peer ÷ ubench):\n")
     print("| client | items | accuracy | wall s | CPU s | CPU ms/item | wall ratio | CPU ratio | "
           "ubench's throughput ÷ peer's |")
     print("|---|---|---|---|---|---|---|---|---|")
-    names = {"ours": "ubench", "bare": "bare AsyncOpenAI loop", "inspect_ai": "inspect_ai",
+    names = {"ours": "ubench", "bare-aiohttp": "bare aiohttp + orjson loop (the floor)",
+             "bare-sdk": "bare AsyncOpenAI loop", "inspect_ai": "inspect_ai",
              "lmms_eval": "lmms-eval"}
     for key in ["ours", *peers]:
         r = runs[key]
@@ -285,7 +316,6 @@ def main(argv: list[str] | None = None) -> None:
               f"{r['cpu_s']:.1f} | {r['cpu_s'] / r['items'] * 1e3:.2f} | "
               f"{r['wall_s'] / ours['wall_s']:.2f} | {r['cpu_s'] / ours['cpu_s']:.2f} | "
               f"{(ours['items'] / ours['wall_s']) / (r['items'] / r['wall_s']):.2f} |")
-    (OUT / "runs" / "bench.json").write_text(json.dumps(runs, indent=2))
 
 
 if __name__ == "__main__":
