@@ -143,15 +143,22 @@ def iter_rows(source: DatasetSource, columns: list[str] | None = None) -> Iterat
     except Exception as exc:  # datasets raises many types; the user needs one sentence
         raise DatasetLoadError(f"could not load dataset from {source.location}: {exc}") from exc
     index = 0
+    rows = iter(ds)
     try:
-        for index, row in enumerate(ds):
+        for index, row in enumerate(rows):
             yield row
     except Exception as exc:
         raise DatasetLoadError(
             f"could not read row {index + 1} of {source.location}: {exc}") from exc
+    finally:
+        rows.close()  # a stream stopped early (--limit) is released now, not at exit
 
 
 def _open(source: DatasetSource, columns: list[str] | None = None):
+    if source.kind != "hub":  # the bundled sample or a local copy
+        parquet = _parquet_files(Path(source.location))
+        if parquet:
+            return _ParquetRows(parquet, columns)
     import datasets
 
     if source.kind == "hub":
@@ -159,7 +166,7 @@ def _open(source: DatasetSource, columns: list[str] | None = None):
             HUB_REPO, split=HUB_SPLIT, revision=source.revision, streaming=True
         )
     else:
-        ds = _open_local(Path(source.location), columns)
+        ds = _open_local(Path(source.location))
     if columns:
         ds = ds.select_columns([c for c in columns if c in (ds.features or columns)])
     elif "image" in (ds.features or {}):
@@ -167,10 +174,48 @@ def _open(source: DatasetSource, columns: list[str] | None = None):
     return ds
 
 
-def _open_local(path: Path, columns: list[str] | None = None):
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and ((path / "state.json").exists()
+                              or (path / "dataset_dict.json").exists())
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if _is_saved_dataset(path):
+        return []
+    return [path] if path.suffix == ".parquet" else sorted(path.rglob("*.parquet"))
+
+
+class _ParquetRows:
+    """Rows of local Parquet files, read with pyarrow one batch at a time.
+
+    Not through datasets' streaming reader: a stream it leaves half-read (any --limit) makes the
+    process hang or abort at exit with pyarrow 26 (apache/arrow#45214, fragments made from Python
+    file objects). The rows are the same: structs as dicts, the image as `{bytes, path}`.
+    """
+
+    def __init__(self, files: list[Path], columns: list[str] | None, batch_size: int = 64):
+        import pyarrow.parquet as pq
+
+        self.files = [(f, pq.read_schema(f).names) for f in files]  # reads footers: fails early
+        self.columns = columns
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import pyarrow.parquet as pq
+
+        for path, names in self.files:
+            columns = [c for c in self.columns if c in names] if self.columns else None
+            # One file open at a time, nothing pre-buffered: memory stays at about one batch.
+            parquet = pq.ParquetFile(path, pre_buffer=False)
+            for batch in parquet.iter_batches(self.batch_size, columns=columns):
+                yield from batch.to_pylist()
+            parquet.close()
+
+
+def _open_local(path: Path):
     import datasets
 
-    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
+    if _is_saved_dataset(path):
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             if HUB_SPLIT not in loaded:
@@ -178,12 +223,7 @@ def _open_local(path: Path, columns: list[str] | None = None):
             loaded = loaded[HUB_SPLIT]
         return loaded.to_iterable_dataset()
     files = [path] if path.is_file() else sorted(path.rglob("*"))
-    parquet = [str(f) for f in files if f.suffix == ".parquet"]
     arrow = [str(f) for f in files if f.suffix == ".arrow"]
-    if parquet:
-        extra = {"columns": columns} if columns else {}
-        return datasets.load_dataset("parquet", data_files=parquet, split="train", streaming=True,
-                                     **extra)
     if arrow:
         return datasets.load_dataset("arrow", data_files=arrow, split="train", streaming=True)
     raise DatasetLoadError(

@@ -7,10 +7,12 @@ import numpy as np
 from PIL import Image
 
 from harness.data import COARSE_TYPES, EXCLUDED_BY_DEFAULT, iter_examples, iter_rows, resolve_source
-from harness.synthetic import (REPLICA_DATASETS, REPLICA_ROWS, replica_label_names, replica_plan,
-                               replica_profile, replica_row, write_replica)
+from harness.synthetic import (REPLICA_DATASETS, REPLICA_ROWS, all_label_names, make_row,
+                               replica_label_names,
+                               replica_plan, replica_profile, replica_row, ubench_features,
+                               write_replica)
 
-from tests.conftest import read_jsonl, ubench
+from tests.conftest import ROOT, read_jsonl, ubench
 
 
 def test_the_plan_has_the_real_row_and_item_counts():
@@ -61,3 +63,29 @@ def test_cli_runs_on_a_replica_folder(tmp_path):
     records = read_jsonl(tmp_path / "run" / "samples.jsonl")
     assert records and not any(r["error"] for r in records)
     assert {r["image"]["mime"] for r in records} <= {"image/png", "image/jpeg"}
+
+
+def test_a_stream_stopped_early_in_a_large_parquet_copy_lets_the_process_exit(tmp_path):
+    """--limit leaves a Parquet stream half-read; the process must still exit. With pyarrow 26 it
+    hung or aborted at exit (apache/arrow#45214) once a row group was large."""
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    labels = all_label_names()
+    rng = np.random.default_rng(0)
+    big = lambda _: (os.urandom(1 << 20), "png")  # noqa: E731 (bytes need not be a real image)
+    rows = [make_row(rng, "kather_et_al_2016", labels, image_maker=big) for _ in range(200)]
+    (tmp_path / "copy").mkdir()
+    pq.write_table(pa.Table.from_pylist(rows, schema=ubench_features(labels).arrow_schema),
+                   tmp_path / "copy" / "big.parquet", row_group_size=64, compression="none")
+    del rows
+    code = ("from harness.data import iter_examples, iter_rows, resolve_source\n"
+            f"source = resolve_source({str(tmp_path / 'copy')!r})\n"
+            "print(sum(len(e.items) for e in iter_examples(iter_rows(source), limit=7)))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "7"), proc.stderr[-2000:]
