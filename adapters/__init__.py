@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from typing import Sequence
 
 from .base import Adapter, AdapterError, ChatRequest, ChatResponse, GenerationParams
 
@@ -24,10 +25,23 @@ def split_spec(spec: str) -> tuple[str, str]:
     return provider, model
 
 
-def create_adapter(spec: str, *, base_url: str | None = None, api_key_env: str | None = None,
-                   seed: int | None = 0, timeout: float = 120.0, concurrency: int = 32,
-                   image_detail: str | None = None, batch_size: int = 8) -> Adapter:
+def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
+                   api_key_env: str | None = None, seed: int | None = 0, timeout: float = 120.0,
+                   concurrency: int = 32, image_detail: str | None = None,
+                   batch_size: int = 8) -> Adapter:
+    """The adapter for `spec`; several base URLs (replicas of one model) give a `PooledAdapter`."""
     provider, model = split_spec(spec)
+    base_urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
+    if len(base_urls) > 1:
+        if provider == "random":
+            raise ValueError("--base-url: the random baseline calls no server")
+        from .pool import PooledAdapter
+
+        replicas = [create_adapter(spec, base_url=url, api_key_env=api_key_env, seed=seed,
+                                   timeout=timeout, concurrency=concurrency,
+                                   image_detail=image_detail) for url in base_urls]
+        return PooledAdapter(replicas, base_urls)
+    base_url = base_urls[0] if base_urls else None
     if provider == "random":
         from .random_baseline import RandomAdapter
 

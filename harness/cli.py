@@ -21,6 +21,15 @@ def _split_csv(values: tuple[str, ...]) -> list[str] | None:
     return items or None
 
 
+def _shard(text: str | None) -> tuple[int, int] | None:
+    from .data import parse_shard
+
+    try:
+        return parse_shard(text) if text else None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--shard") from None
+
+
 @main.command("run")
 @click.option("--model", "-m", required=True,
               help="provider/model: openai/gpt-4o, vllm/Qwen/Qwen2-VL-7B-Instruct, "
@@ -34,7 +43,9 @@ def _split_csv(values: tuple[str, ...]) -> list[str] | None:
               help="Built-in template name (see `ubench prompts`) or path to a .yaml file. "
                    "Repeat it for a prompt study: one run per template in OUTPUT/<template>/, "
                    "then OUTPUT/compare.md and compare.html.")
-@click.option("--base-url", default=None, help="OpenAI-compatible server, e.g. http://host:8000/v1.")
+@click.option("--base-url", multiple=True,
+              help="OpenAI-compatible server, e.g. http://host:8000/v1. Repeat for replicas of one "
+                   "model: requests go to the least busy; a failing one is rested and retried.")
 @click.option("--api-key-env", default=None,
               help="Environment variable holding the API key (default OPENAI_API_KEY / VLLM_API_KEY).")
 @click.option("--datasets", "datasets_", multiple=True, help="Only these source datasets (comma list).")
@@ -43,7 +54,12 @@ def _split_csv(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--include-excluded", is_flag=True,
               help="Keep opencell and sirinukunwattana_et_al_2016 (left out by the paper).")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N items.")
+@click.option("--shard", default=None, metavar="K/N",
+              help="Run only slice K of N (split by image); combine with `ubench merge`.")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--adaptive-concurrency", is_flag=True,
+              help="Grow while latency stays flat, back off on 429s and timeouts "
+                   "(--concurrency is the ceiling).")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True)
 @click.option("--top-p", type=float, default=None)
@@ -81,10 +97,11 @@ def _split_csv(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, datasets_,
-            question_types, include_excluded, limit, concurrency, temperature, max_tokens, top_p,
-            seed, timeout, max_attempts, image_format, max_image_pixels, image_detail, judge,
-            judge_base_url, shuffle_options, circular, batch_size, serve, vllm_args, vllm_python,
-            serve_timeout, force, no_cache, no_progress) -> None:
+            question_types, include_excluded, limit, shard, concurrency, adaptive_concurrency,
+            temperature, max_tokens, top_p, seed, timeout, max_attempts, image_format,
+            max_image_pixels, image_detail, judge, judge_base_url, shuffle_options, circular,
+            batch_size, serve, vllm_args, vllm_python, serve_timeout, force, no_cache,
+            no_progress) -> None:
     """Evaluate MODEL on uBench and write samples.jsonl, manifest.json, summaries and the report."""
     from .compare import CompareError, compare, compare_markdown, write_comparison
     from .report import REPORT_HTML
@@ -98,9 +115,10 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
         output = Path("results") / f"{safe}-{name}"
     config = RunConfig(
         model=model, output=output, dataset=dataset, revision=revision, prompt=prompts[0],
-        base_url=base_url, api_key_env=api_key_env, datasets=_split_csv(datasets_),
-        question_types=_split_csv(question_types), limit=limit,
-        include_excluded=include_excluded, concurrency=concurrency, temperature=temperature,
+        base_url=list(base_url) or None, api_key_env=api_key_env,
+        datasets=_split_csv(datasets_), question_types=_split_csv(question_types), limit=limit,
+        include_excluded=include_excluded, shard=_shard(shard), concurrency=concurrency,
+        adaptive_concurrency=adaptive_concurrency, temperature=temperature,
         max_tokens=max_tokens, top_p=top_p, seed=seed, timeout=timeout,
         max_attempts=max_attempts, image_format=image_format, max_pixels=max_image_pixels,
         image_detail=image_detail, shuffle_options=shuffle_options, circular=circular,
@@ -235,6 +253,25 @@ def compare_cmd(run_dirs: tuple[Path, ...], output: Path | None, scorer: str, al
     paths = write_comparison(result, output)
     click.echo(compare_markdown(result))
     click.echo(f"Written to {', '.join(str(p) for p in paths)}")
+
+
+@main.command("merge")
+@click.argument("run_dirs", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
+              help="New run folder for the merged results.")
+def merge_cmd(run_dirs: tuple[Path, ...], output: Path) -> None:
+    """Combine the run folders of `--shard K/N` runs (all N of them) into one run folder."""
+    from .merge import MergeError, merge_runs
+    from .results import MANIFEST, read_json
+    from .tables import summary_markdown
+
+    try:
+        summary = merge_runs(list(run_dirs), output)
+    except (MergeError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(summary_markdown(summary, read_json(output / MANIFEST)))
+    click.echo(f"Merged {len(run_dirs)} shards into {output}/")
 
 
 @main.command("prompts")

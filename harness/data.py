@@ -143,15 +143,22 @@ def iter_rows(source: DatasetSource, columns: list[str] | None = None) -> Iterat
     except Exception as exc:  # datasets raises many types; the user needs one sentence
         raise DatasetLoadError(f"could not load dataset from {source.location}: {exc}") from exc
     index = 0
+    rows = iter(ds)
     try:
-        for index, row in enumerate(ds):
+        for index, row in enumerate(rows):
             yield row
     except Exception as exc:
         raise DatasetLoadError(
             f"could not read row {index + 1} of {source.location}: {exc}") from exc
+    finally:
+        rows.close()  # a stream stopped early (--limit) is released now, not at exit
 
 
 def _open(source: DatasetSource, columns: list[str] | None = None):
+    if source.kind != "hub":  # the bundled sample or a local copy
+        parquet = _parquet_files(Path(source.location))
+        if parquet:
+            return _ParquetRows(parquet, columns)
     import datasets
 
     if source.kind == "hub":
@@ -159,7 +166,7 @@ def _open(source: DatasetSource, columns: list[str] | None = None):
             HUB_REPO, split=HUB_SPLIT, revision=source.revision, streaming=True
         )
     else:
-        ds = _open_local(Path(source.location), columns)
+        ds = _open_local(Path(source.location))
     if columns:
         ds = ds.select_columns([c for c in columns if c in (ds.features or columns)])
     elif "image" in (ds.features or {}):
@@ -167,10 +174,48 @@ def _open(source: DatasetSource, columns: list[str] | None = None):
     return ds
 
 
-def _open_local(path: Path, columns: list[str] | None = None):
+def _is_saved_dataset(path: Path) -> bool:
+    return path.is_dir() and ((path / "state.json").exists()
+                              or (path / "dataset_dict.json").exists())
+
+
+def _parquet_files(path: Path) -> list[Path]:
+    if _is_saved_dataset(path):
+        return []
+    return [path] if path.suffix == ".parquet" else sorted(path.rglob("*.parquet"))
+
+
+class _ParquetRows:
+    """Rows of local Parquet files, read with pyarrow one batch at a time.
+
+    Not through datasets' streaming reader: a stream it leaves half-read (any --limit) makes the
+    process hang or abort at exit with pyarrow 26 (apache/arrow#45214, fragments made from Python
+    file objects). The rows are the same: structs as dicts, the image as `{bytes, path}`.
+    """
+
+    def __init__(self, files: list[Path], columns: list[str] | None, batch_size: int = 64):
+        import pyarrow.parquet as pq
+
+        self.files = [(f, pq.read_schema(f).names) for f in files]  # reads footers: fails early
+        self.columns = columns
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import pyarrow.parquet as pq
+
+        for path, names in self.files:
+            columns = [c for c in self.columns if c in names] if self.columns else None
+            # One file open at a time, nothing pre-buffered: memory stays at about one batch.
+            parquet = pq.ParquetFile(path, pre_buffer=False)
+            for batch in parquet.iter_batches(self.batch_size, columns=columns):
+                yield from batch.to_pylist()
+            parquet.close()
+
+
+def _open_local(path: Path):
     import datasets
 
-    if path.is_dir() and ((path / "state.json").exists() or (path / "dataset_dict.json").exists()):
+    if _is_saved_dataset(path):
         loaded = datasets.load_from_disk(str(path))
         if isinstance(loaded, datasets.DatasetDict):
             if HUB_SPLIT not in loaded:
@@ -178,12 +223,7 @@ def _open_local(path: Path, columns: list[str] | None = None):
             loaded = loaded[HUB_SPLIT]
         return loaded.to_iterable_dataset()
     files = [path] if path.is_file() else sorted(path.rglob("*"))
-    parquet = [str(f) for f in files if f.suffix == ".parquet"]
     arrow = [str(f) for f in files if f.suffix == ".arrow"]
-    if parquet:
-        extra = {"columns": columns} if columns else {}
-        return datasets.load_dataset("parquet", data_files=parquet, split="train", streaming=True,
-                                     **extra)
     if arrow:
         return datasets.load_dataset("arrow", data_files=arrow, split="train", streaming=True)
     raise DatasetLoadError(
@@ -206,9 +246,13 @@ def dataset_name(row: dict[str, Any]) -> str:
     return "unknown"
 
 
+def _image_id(row: dict[str, Any], index: int) -> str:
+    return str(row.get("image_id") or f"row-{index}")
+
+
 def expand_row(row: dict[str, Any], index: int) -> Example:
     """Expand one row into its items; problems are recorded on the items, never raised."""
-    image_id = str(row.get("image_id") or f"row-{index}")
+    image_id = _image_id(row, index)
     ds_name = dataset_name(row)
     image = row.get("image")
     image_bytes = image.get("bytes") if isinstance(image, dict) else None
@@ -265,8 +309,9 @@ def iter_examples(
     question_types: Sequence[str] | None = None,
     limit: int | None = None,
     include_excluded: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> Iterator[Example]:
-    """Filter and expand rows lazily; `limit` counts items, not images."""
+    """Filter and expand rows lazily; `limit` counts items, not images (of this shard)."""
     wanted_ds = set(datasets) if datasets else None
     wanted_qt = set(question_types) if question_types else None
     if wanted_qt and not wanted_qt <= set(QUESTION_TYPES):
@@ -275,6 +320,8 @@ def iter_examples(
     for index, row in enumerate(rows):
         if remaining is not None and remaining <= 0:
             return
+        if shard is not None and shard_of(_image_id(row, index), shard[1]) != shard[0]:
+            continue
         name = dataset_name(row)
         if wanted_ds is not None:
             if name not in wanted_ds:
@@ -289,3 +336,27 @@ def iter_examples(
             remaining -= len(example.items)
         if example.items:
             yield example
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards: N machines split one run by image, so every image is read and encoded on one machine.
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`K/N` (1 ≤ K ≤ N) → (K, N)."""
+    k, sep, n = text.partition("/")
+    try:
+        if not sep:
+            raise ValueError
+        shard = (int(k), int(n))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected K/N, e.g. 2/4") from None
+    if not 1 <= shard[0] <= shard[1]:
+        raise ValueError(f"--shard {text!r}: K must be between 1 and N")
+    return shard
+
+
+def shard_of(image_id: str, n: int) -> int:
+    """The shard (1..n) an image belongs to: a stable hash, the same on every machine."""
+    digest = hashlib.sha256(image_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % n + 1

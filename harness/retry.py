@@ -25,6 +25,22 @@ class RetryPolicy:
 
         Raises the last `AdapterError` with `.attempts` set to how many were made.
         """
+        try:  # fast path: most calls succeed at once and need none of tenacity's machinery
+            response = await attempt()
+        except AdapterError as exc:
+            if not exc.retryable or self.max_attempts <= 1:
+                exc.attempts = 1
+                raise
+            replay: list[AdapterError] = [exc]
+        else:
+            response.attempts = 1
+            return response
+
+        async def replay_then_attempt() -> ChatResponse:
+            if replay:  # tenacity's first attempt is the failure already seen
+                raise replay.pop()
+            return await attempt()
+
         jitter = wait_random_exponential(multiplier=self.initial_wait_s, max=self.max_wait_s)
 
         def wait(state: RetryCallState) -> float:
@@ -48,7 +64,7 @@ class RetryPolicy:
             async for attempt_ctx in retrying:
                 number = attempt_ctx.retry_state.attempt_number
                 with attempt_ctx:
-                    response = await attempt()
+                    response = await replay_then_attempt()
         except AdapterError as exc:
             exc.attempts = number
             raise

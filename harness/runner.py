@@ -23,7 +23,9 @@ from prompts import Template, TemplateError, load_template, render
 
 from . import __version__, options_order
 from .cache import CachedAdapter, ResponseCache
+from .concurrency import AdaptiveConcurrency, ConcurrencyController
 from .data import COUNT_COLUMNS, Example, Item, iter_examples, iter_rows, resolve_source
+from .feed import encoded_batches
 from .images import ImageError, encode_image
 from .judge import Judge, judge_summary
 from .parsing import parse_answer
@@ -38,7 +40,8 @@ from .vllm_server import ManagedServer, ServerStartError, managed_vllm
 RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image", "judge",
                "options_order", "server")
 # Where the model is served from may change between a run and its resumption; what it is may not.
-MODEL_KEYS_FREE_ON_RESUME = ("base_url", "base_urls", "timeout_s", "openai_sdk", "server")
+MODEL_KEYS_FREE_ON_RESUME = ("base_url", "base_urls", "timeout_s", "openai_sdk", "transport",
+                             "server")
 ABORT_AFTER_SAME_FAILURES = 8
 RUN_LOG = "run.log"
 
@@ -56,13 +59,15 @@ class RunConfig:
     dataset: str = "sample"
     revision: str | None = None
     prompt: str = "official"
-    base_url: str | None = None
+    base_url: str | list[str] | None = None  # several: replicas of one model
     api_key_env: str | None = None
     datasets: list[str] | None = None
     question_types: list[str] | None = None
     limit: int | None = None
     include_excluded: bool = False
+    shard: tuple[int, int] | None = None  # (K, N): this machine's slice of the images
     concurrency: int = 32
+    adaptive_concurrency: bool = False  # `concurrency` is then the ceiling
     temperature: float = 0.0
     max_tokens: int = 1024
     top_p: float | None = None
@@ -179,6 +184,8 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
                                  image_detail=config.image_detail, batch_size=config.batch_size)
     except ValueError as exc:
         raise RunError(str(exc)) from exc
+    if config.adaptive_concurrency:
+        adapter = AdaptiveConcurrency(adapter, ConcurrencyController(config.concurrency))
     outs = [out for _, out in specs]
     judge = _make_judge(config)
     done = []
@@ -223,7 +230,7 @@ def _examples(source, config: RunConfig, columns: list[str] | None = None):
     """The selected items, with the option-order transform the run asked for."""
     examples = iter_examples(iter_rows(source, columns), datasets=config.datasets,
                              question_types=config.question_types, limit=config.limit,
-                             include_excluded=config.include_excluded)
+                             include_excluded=config.include_excluded, shard=config.shard)
     return options_order.transform(examples, shuffle_seed=config.shuffle_options,
                                    circular=config.circular)
 
@@ -303,18 +310,19 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
         bar.set_postfix(acc=f"{progress.correct / scored:.3f}" if scored else "–",
                         retries=progress.retries, errors=progress.errors, refresh=False)
 
+    def todo(example: Example) -> list[tuple[Variant, Item]]:
+        return [(v, i) for v in variants for i in example.items if i.item_id not in v.done]
+
     async def produce() -> None:
-        it = iter(examples)
+        batches = encoded_batches(examples, todo, lambda example: _encode(example, config),
+                                  batch_items=config.concurrency)
         while not abort:
-            example = await asyncio.to_thread(next, it, None)
-            if example is None:
+            batch = await asyncio.to_thread(next, batches, None)
+            if batch is None:
                 break
-            pending = [(v, i) for v in variants for i in example.items if i.item_id not in v.done]
-            if not pending:
-                continue
-            image, image_error = await asyncio.to_thread(_encode, example, config)
-            for variant, item in pending:
-                await queue.put((variant, item, image, image_error))
+            for pending, image, image_error in batch:
+                for variant, item in pending:
+                    await queue.put((variant, item, image, image_error))
         for _ in range(config.concurrency):
             await queue.put(None)
 
@@ -452,6 +460,10 @@ def _watch_failures(record: dict[str, Any], progress: Progress, abort: list[str]
 
 def build_manifest(config: RunConfig, dataset: dict[str, str], template: Template,
                    adapter: Adapter, server: ManagedServer | None = None) -> dict[str, Any]:
+    selection = {"datasets": config.datasets, "question_types": config.question_types,
+                 "limit": config.limit, "include_excluded": config.include_excluded}
+    if config.shard:
+        selection["shard"] = "{}/{}".format(*config.shard)
     return {
         "harness_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -462,12 +474,12 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
         "generation": config.params.as_dict(),
         "seed": config.seed,
         "dataset": dataset,
-        "selection": {"datasets": config.datasets, "question_types": config.question_types,
-                      "limit": config.limit, "include_excluded": config.include_excluded},
+        "selection": selection,
         "image": {"format": config.image_format, "max_pixels": config.max_pixels},
         "options_order": {"shuffle_seed": config.shuffle_options, "circular": config.circular},
         "runtime": {"concurrency": config.concurrency, "timeout_s": config.timeout,
-                    "max_attempts": config.max_attempts, "batch_size": config.batch_size},
+                    "max_attempts": config.max_attempts, "batch_size": config.batch_size,
+                    "adaptive_concurrency": config.adaptive_concurrency},
     }
 
 

@@ -1,0 +1,140 @@
+"""Run `ubench run ...` in this process and record what the benchmark needs to know about it.
+
+    python bench/probe.py REPORT.json run --model vllm/test --base-url URL ...
+
+Wraps (never changes) the runner's own steps to count, per image, how often it was encoded, the CPU
+time spent reading rows (`read_cpu_s`, which includes the up-front counting pass, `count_cpu_s`),
+encoding images, and computing the summary and the report (measured in the threads doing it), and
+when the first request left and the last answer came (with the process CPU time at both); at exit writes those with the process's CPU time and peak RSS
+to REPORT.json.
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import resource
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import adapters.openai_compat as openai_compat  # noqa: E402
+import harness.report as report_module  # noqa: E402
+import harness.runner as runner  # noqa: E402
+from harness.cli import main  # noqa: E402
+
+START = time.time()
+encodes: Counter = Counter()
+state = {"encode_cpu_s": 0.0, "read_cpu_s": 0.0, "first_request": None, "cpu_at_first": None,
+         "encode_cpu_at_first": None, "requests": 0, "last_response": None, "cpu_at_last": None, "summary_cpu_s": 0.0, "summary_wall_s": 0.0,
+         "report_cpu_s": 0.0, "report_wall_s": 0.0, "count_cpu_s": 0.0}
+
+
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+_encode = runner._encode
+
+
+def counting_encode(example, config):
+    t = time.thread_time()
+    try:
+        return _encode(example, config)
+    finally:
+        state["encode_cpu_s"] += time.thread_time() - t
+        encodes[example.image_id] += 1
+
+
+_iter_examples = runner.iter_examples
+
+
+def timed_examples(*args, **kwargs):
+    it = _iter_examples(*args, **kwargs)
+    while True:
+        t = time.thread_time()
+        example = next(it, None)
+        state["read_cpu_s"] += time.thread_time() - t
+        if example is None:
+            return
+        yield example
+
+
+_count_items = runner._count_items
+
+
+def timed_count(*args, **kwargs):  # the up-front pass that counts items for the progress bar
+    t = time.thread_time()
+    try:
+        return _count_items(*args, **kwargs)
+    finally:
+        state["count_cpu_s"] += time.thread_time() - t
+
+
+_finalize = runner.finalize
+
+
+def timed_finalize(out):
+    t, w = time.thread_time(), time.perf_counter()
+    try:
+        return _finalize(out)
+    finally:
+        state["summary_cpu_s"] += time.thread_time() - t
+        state["summary_wall_s"] += time.perf_counter() - w
+
+
+_write_report = report_module.write_report
+
+
+def timed_report(*args, **kwargs):
+    t, w = time.thread_time(), time.perf_counter()
+    try:
+        return _write_report(*args, **kwargs)
+    finally:
+        state["report_cpu_s"] += time.thread_time() - t
+        state["report_wall_s"] += time.perf_counter() - w
+
+
+_complete = openai_compat.OpenAICompatAdapter.complete
+
+
+async def noting_complete(self, request):
+    if state["first_request"] is None:
+        state["first_request"] = time.time()
+        state["cpu_at_first"] = cpu_s()
+        state["encode_cpu_at_first"] = state["encode_cpu_s"]
+    state["requests"] += 1
+    try:
+        return await _complete(self, request)
+    finally:
+        state["last_response"] = time.time()
+        state["cpu_at_last"] = cpu_s()
+
+
+def report(path: Path) -> None:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    counts = list(encodes.values())
+    path.write_text(json.dumps({
+        **state,
+        "start": START,
+        "end": time.time(),
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "max_rss_mb": usage.ru_maxrss / 1024,
+        "images": len(counts),
+        "encodes": sum(counts),
+        "max_encodes_per_image": max(counts, default=0),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    runner._encode = counting_encode
+    runner.iter_examples = timed_examples
+    runner.finalize = timed_finalize
+    report_module.write_report = timed_report
+    runner._count_items = timed_count
+    openai_compat.OpenAICompatAdapter.complete = noting_complete
+    atexit.register(report, Path(sys.argv[1]))
+    main(sys.argv[2:], prog_name="ubench")
