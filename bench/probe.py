@@ -28,7 +28,8 @@ from harness.cli import main  # noqa: E402
 START = time.time()
 encodes: Counter = Counter()
 state = {"encode_cpu_s": 0.0, "read_cpu_s": 0.0, "first_request": None, "cpu_at_first": None,
-         "encode_cpu_at_first": None, "requests": 0, "last_response": None, "cpu_at_last": None, "summary_cpu_s": 0.0, "summary_wall_s": 0.0,
+         "encode_cpu_at_first": None, "requests": 0, "last_response": None, "cpu_at_last": None,
+         "max_rss_mb_at_last": None, "summary_cpu_s": 0.0, "summary_wall_s": 0.0,
          "report_cpu_s": 0.0, "report_wall_s": 0.0, "count_cpu_s": 0.0}
 
 
@@ -111,7 +112,9 @@ async def noting_complete(self, request):
         return await _complete(self, request)
     finally:
         state["last_response"] = time.time()
-        state["cpu_at_last"] = cpu_s()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        state["cpu_at_last"] = usage.ru_utime + usage.ru_stime
+        state["max_rss_mb_at_last"] = usage.ru_maxrss / 1024  # before the summary and report
 
 
 def report(path: Path) -> None:

@@ -229,7 +229,8 @@ def speed_line(label: str, r: dict[str, Any], latency_s: float) -> str:
     eff = f"{bound / r['wall_s']:.3f} | {bound / steady:.3f}" if latency_s else "– | –"
     return (f"| {label} | {n:,} | {r['errors']} | {r['wall_s']:.1f} | {n / r['wall_s']:,.0f} | "
             f"{n / steady:,.0f} | {bound:.1f} | {eff} | {p['first_request'] - r['start']:.2f} | "
-            f"{p['max_rss_mb']:,.0f} | {p['encodes'] / p['images']:.2f} "
+            f"{p.get('max_rss_mb_at_last') or 0:,.0f} / {p['max_rss_mb']:,.0f} | "
+            f"{p['encodes'] / p['images']:.2f} "
             f"(max {p['max_encodes_per_image']}) |")
 
 
@@ -283,7 +284,8 @@ def main(argv: list[str] | None = None) -> None:
           "(response cache on, empty).\n")
     print("| run | items | errors | wall s | items/s | items/s, first request → last answer | "
           "bound N·L/C s | efficiency | efficiency, first request → last answer | "
-          "first request after s | peak RSS MB | encodes per image |")
+          "first request after s | peak RSS MB: requests / with summary and report | "
+          "encodes per image |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     print(speed_line(f"L = 0, {'whole replica' if args.full_items == 'all' else f'{full:,} items'}",
                      runs["full0"], 0.0))
