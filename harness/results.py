@@ -37,9 +37,11 @@ class SampleWriter:
 
     def sync(self) -> None:
         """Force what was written to disk (called on a timer too, so quiet spells are covered)."""
-        if not self._file.closed:
+        try:
             os.fsync(self._file.fileno())
-            self._last_sync = time.monotonic()
+        except ValueError:  # closed meanwhile (the timer runs in a thread); close() synced it
+            return
+        self._last_sync = time.monotonic()
 
     def close(self) -> None:
         if not self._file.closed:

@@ -344,8 +344,8 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
     async def sync_every_second() -> None:
         while True:
             await asyncio.sleep(1.0)
-            for variant in variants:
-                variant.writer.sync()
+            for variant in variants:  # fsync off the event loop: it can stall for 100s of ms
+                await asyncio.to_thread(variant.writer.sync)
 
     counter = asyncio.create_task(set_total())
     syncer = asyncio.create_task(sync_every_second())
