@@ -141,12 +141,18 @@ def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float =
     raise AssertionError(f"{path} never reached {n} lines")
 
 
+def _interrupted_run(server: TestServer, out: Path, lines: int):
+    """Start a run in a subprocess and return once `lines` records are written."""
+    args = run_args(server, out, "--concurrency", "4")
+    proc = _start(args)
+    _wait_for_lines(out / "samples.jsonl", lines, proc)
+    return args, proc
+
+
 def test_kill_9_mid_run_loses_only_requests_in_flight(tmp_path):
     out = tmp_path / "run"
     with TestServer("random", latency_s=0.05) as server:
-        args = run_args(server, out, "--concurrency", "4")
-        proc = _start(args)
-        _wait_for_lines(out / "samples.jsonl", 40, proc)
+        args, proc = _interrupted_run(server, out, 40)
         proc.kill()
         proc.wait()
         asked_before = server.stats.requests
@@ -163,9 +169,7 @@ def test_kill_9_mid_run_loses_only_requests_in_flight(tmp_path):
 def test_ctrl_c_stops_gracefully_and_says_how_to_resume(tmp_path):
     out = tmp_path / "run"
     with TestServer("random", latency_s=0.05) as server:
-        args = run_args(server, out, "--concurrency", "4")
-        proc = _start(args)
-        _wait_for_lines(out / "samples.jsonl", 20, proc)
+        args, proc = _interrupted_run(server, out, 20)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 130, stderr
