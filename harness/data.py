@@ -169,7 +169,7 @@ def _open(source: DatasetSource, columns: list[str] | None = None):
         ds = _open_local(Path(source.location))
     if columns:
         ds = ds.select_columns([c for c in columns if c in (ds.features or columns)])
-    elif "image" in (ds.features or {}):
+    if "image" in (ds.features or {}):
         ds = ds.cast_column("image", datasets.Image(decode=False))
     return ds
 
@@ -246,13 +246,14 @@ def dataset_name(row: dict[str, Any]) -> str:
     return "unknown"
 
 
-def _image_id(row: dict[str, Any], index: int) -> str:
+def image_id_of(row: dict[str, Any], index: int) -> str:
+    """The row's `image_id`, or one made from its position when the field is empty."""
     return str(row.get("image_id") or f"row-{index}")
 
 
 def expand_row(row: dict[str, Any], index: int) -> Example:
     """Expand one row into its items; problems are recorded on the items, never raised."""
-    image_id = _image_id(row, index)
+    image_id = image_id_of(row, index)
     ds_name = dataset_name(row)
     image = row.get("image")
     image_bytes = image.get("bytes") if isinstance(image, dict) else None
@@ -320,7 +321,7 @@ def iter_examples(
     for index, row in enumerate(rows):
         if remaining is not None and remaining <= 0:
             return
-        if shard is not None and shard_of(_image_id(row, index), shard[1]) != shard[0]:
+        if shard is not None and shard_of(image_id_of(row, index), shard[1]) != shard[0]:
             continue
         name = dataset_name(row)
         if wanted_ds is not None:

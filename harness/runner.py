@@ -306,6 +306,8 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
         else:
             progress.correct += bool(record["correct"])
         bar.update(1)
+
+    def show_counters() -> None:
         scored = progress.done - progress.errors
         bar.set_postfix(acc=f"{progress.correct / scored:.3f}" if scored else "–",
                         retries=progress.retries, errors=progress.errors, refresh=False)
@@ -341,14 +343,15 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
             emit(variant.writer, record)
             _watch_failures(record, progress, abort)
 
-    async def sync_every_second() -> None:
+    async def every_second() -> None:
         while True:
             await asyncio.sleep(1.0)
+            show_counters()  # here, not per item: formatting them cost more than the rest of emit
             for variant in variants:  # fsync off the event loop: it can stall for 100s of ms
                 await asyncio.to_thread(variant.writer.sync)
 
     counter = asyncio.create_task(set_total())
-    syncer = asyncio.create_task(sync_every_second())
+    syncer = asyncio.create_task(every_second())
     producer = asyncio.create_task(produce())
     workers = [asyncio.create_task(work()) for _ in range(config.concurrency)]
     try:
@@ -356,6 +359,7 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
     finally:
         for task in (counter, syncer, producer, *workers):
             task.cancel()
+        show_counters()
         bar.close()
     if abort:
         raise RunError(abort[0])

@@ -1,11 +1,14 @@
 """The run report: files for pandas users, plots, and report.html opened in headless Chromium."""
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
@@ -228,3 +231,20 @@ def test_report_in_headless_chromium_shows_the_summary_and_filters_samples(run_d
     with Image.open(shot) as img:
         assert img.width >= 1000
     print(f"screenshot: {shot}")
+
+
+def test_a_sampled_report_shows_whole_images_and_reads_only_their_thumbnails(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    ubench("report", str(copy), "--max-samples", "40")
+    page = (copy / "report.html").read_text()
+    shown = json.loads(re.search(r'id="samples-data">(.*?)</script>', page).group(1))
+    thumbs = json.loads(re.search(r'id="thumbs-data">(.*?)</script>', page).group(1))
+    assert len(shown) == 40
+    per_image = Counter(r["image_id"] for r in read_jsonl(copy / "samples.jsonl"))
+    shown_per_image = Counter(s["image"] for s in shown)
+    partial = [i for i, n in shown_per_image.items() if n != per_image[i]]
+    assert len(partial) <= 1  # only the image at the cut loses questions
+    assert set(thumbs) == set(shown_per_image) and len(thumbs) < len(per_image)
+    with Image.open(io.BytesIO(base64.b64decode(next(iter(thumbs.values())).split(",")[1]))) as im:
+        assert im.format == "JPEG" and max(im.size) <= 128

@@ -226,6 +226,22 @@ def test_the_cache_answers_repeated_requests_for_free(tmp_path, private_cache):
     assert "0 responses" in ubench("cache", "info").stdout
 
 
+def test_cache_answers_are_committed_together_and_at_close(tmp_path):
+    from harness.cache import ResponseCache
+
+    path = tmp_path / "responses.sqlite"
+    cache = ResponseCache(path, commit_every_s=3600)
+    cache.put("k1", {"text": "A"})
+    assert cache.get("k1") == {"text": "A"}  # answered from what is not committed yet
+    assert ResponseCache(path).get("k1") is None  # another process does not see it yet
+    cache.close()
+    assert ResponseCache(path).get("k1") == {"text": "A"}
+    eager = ResponseCache(path, commit_every_s=0)
+    eager.put("k2", {"text": "B"})
+    assert ResponseCache(path).get("k2") == {"text": "B"}  # the deadline passed: committed
+    eager.close()
+
+
 def test_bad_rows_become_error_records_and_the_run_goes_on(tmp_path):
     import datasets as hf
 
