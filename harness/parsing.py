@@ -593,4 +593,7 @@ def _decide(text: str, options: Options) -> Extraction:
 
 def parse_answer(response: str | None, options: Options) -> Extraction:
     """The letter `response` committed to among `options` (letter → text), or invalid."""
-    return _decide(clean(response or "", options), options)
+    text = response or ""
+    if len(bare := text.strip()) == 1 and bare in options and not _is_option_text(bare, options):
+        return Extraction(bare, "lone_letter")  # the commonest answer, decided without the cascade
+    return _decide(clean(text, options), options)

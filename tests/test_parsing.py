@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.parsing import (INVALID_PREFIX, Invalid, clean, parse_answer, rule_final_answer,
+from harness.parsing import (INVALID_PREFIX, Invalid, _decide, clean, parse_answer, rule_final_answer,
                              rule_leading_letter, rule_letter_with_text, rule_lone_letter,
                              rule_option_text)
 
@@ -144,6 +144,13 @@ def test_a_one_letter_option_text_is_not_a_letter():
     assert rule_lone_letter("S", PHASE) is None
     assert parse_answer("S", PHASE).letter == "B"
     assert parse_answer("S", PHASE).rule == "option_text"
+
+
+@pytest.mark.parametrize("options", [BLOOD, PHASE])
+def test_a_bare_letter_reads_as_the_full_cascade_does(options):
+    """parse_answer decides a one-letter response early; it must agree with the rules."""
+    for text in [*"ABCDEFGHSZ", *"abcs", " B\n", "\tS "]:
+        assert parse_answer(text, options) == _decide(clean(text, options), options), text
 
 
 # --- rule 3: a letter with its option text --------------------------------------------------------
