@@ -31,6 +31,7 @@ class ChatRequest:
     image_data_url: str | None
     params: GenerationParams
     option_letters: str = ""
+    image_url_sha256: str | None = None  # of `image_data_url`, when known (see harness.cache)
 
 
 @dataclass

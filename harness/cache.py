@@ -31,7 +31,8 @@ def default_cache_dir() -> Path:
 
 def request_key(identity: dict[str, Any], request: ChatRequest) -> str:
     """The cache key of a request; printed in each record so a miss can be debugged."""
-    image = _url_sha256(request.image_data_url) if request.image_data_url else None
+    image = (request.image_url_sha256 or _url_sha256(request.image_data_url)
+             if request.image_data_url else None)
     payload = {"adapter": identity, "messages": request.messages, "image_sha256": image,
                "params": request.params.as_dict()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
@@ -39,8 +40,9 @@ def request_key(identity: dict[str, Any], request: ChatRequest) -> str:
 
 @lru_cache(maxsize=16)
 def _url_sha256(data_url: str) -> str:
-    """Hashed once per image, not once per question: an image's questions share one string and
-    are in flight together, so a small cache suffices (and keeps few images alive)."""
+    """For requests that do not carry the hash (the runner's do, made when the image was encoded,
+    off the event loop): an image's questions share one string and are in flight together, so a
+    small cache suffices (and keeps few images alive)."""
     return hashlib.sha256(data_url.encode()).hexdigest()
 
 

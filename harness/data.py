@@ -156,7 +156,7 @@ def iter_rows(source: DatasetSource, columns: list[str] | None = None) -> Iterat
 
 def _open(source: DatasetSource, columns: list[str] | None = None):
     if source.kind != "hub":  # the bundled sample or a local copy
-        parquet = _parquet_files(Path(source.location))
+        parquet = parquet_files(Path(source.location))
         if parquet:
             return _ParquetRows(parquet, columns)
     import datasets
@@ -179,7 +179,8 @@ def _is_saved_dataset(path: Path) -> bool:
                               or (path / "dataset_dict.json").exists())
 
 
-def _parquet_files(path: Path) -> list[Path]:
+def parquet_files(path: Path) -> list[Path]:
+    """The Parquet files of a local copy ([] for a `save_to_disk` folder or Arrow shards)."""
     if _is_saved_dataset(path):
         return []
     return [path] if path.suffix == ".parquet" else sorted(path.rglob("*.parquet"))

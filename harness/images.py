@@ -28,6 +28,7 @@ class EncodedImage:
     width: int
     height: int
     resized: bool
+    url_sha256: str = ""  # of `data_url`: the response cache's key for the image
 
     def describe(self) -> dict:
         """What the per-sample log records about the image (never the base64 payload)."""
@@ -75,11 +76,13 @@ def encode_image(raw: bytes | None, *, image_format: str = "auto",
     except Exception as exc:  # PIL raises many types for corrupt data
         raise ImageError(f"cannot read image: {exc}") from exc
     mime = _MIME[target]
+    data_url = f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}"
     return EncodedImage(
-        data_url=f"data:{mime};base64,{base64.b64encode(payload).decode('ascii')}",
+        data_url=data_url,
         mime=mime,
         sha256=hashlib.sha256(payload).hexdigest(),
         width=width,
         height=height,
         resized=too_big,
+        url_sha256=hashlib.sha256(data_url.encode("ascii")).hexdigest(),
     )

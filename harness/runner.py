@@ -398,7 +398,8 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
         return record
     record["prompt"] = messages
     record["image"] = image.describe()
-    request = ChatRequest(item.item_id, messages, image.data_url, config.params, item.letters)
+    request = ChatRequest(item.item_id, messages, image.data_url, config.params, item.letters,
+                          image.url_sha256)
     try:
         response = await policy.call(lambda: adapter.complete(request),
                                      lambda exc: on_retry(item.item_id, exc))

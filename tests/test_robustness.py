@@ -242,6 +242,26 @@ def test_cache_answers_are_committed_together_and_at_close(tmp_path):
     eager.close()
 
 
+def test_the_image_hash_made_at_encoding_gives_the_same_cache_key():
+    import io
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from adapters.base import ChatRequest, GenerationParams
+    from harness.cache import request_key
+    from harness.images import encode_image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
+    image = encode_image(buf.getvalue())
+    plain = ChatRequest("x", [{"role": "user", "content": [{"type": "image"}]}], image.data_url,
+                        GenerationParams(), "AB")
+    identity = {"spec": "vllm/m", "base_url": "http://h/v1/"}
+    assert request_key(identity, replace(plain, image_url_sha256=image.url_sha256)) == \
+        request_key(identity, plain)
+
+
 def test_bad_rows_become_error_records_and_the_run_goes_on(tmp_path):
     import datasets as hf
 
