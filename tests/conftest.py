@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,12 @@ import pytest
 from harness.testserver import TestServer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A suite started in the background by a non-interactive shell inherits SIGINT ignored, and so would
+# every run the Ctrl-C tests start (an ignored signal stays ignored across exec). A handled one is
+# reset to the default at exec, so the runs get Ctrl-C as they would from a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _find_real10() -> Path:
