@@ -252,12 +252,17 @@ def image_id_of(row: dict[str, Any], index: int) -> str:
     return str(row.get("image_id") or f"row-{index}")
 
 
+def image_bytes_of(row: dict[str, Any]) -> bytes | None:
+    """The row's undecoded image bytes (`image` is `{bytes, path}`), or None."""
+    image = row.get("image")
+    return image.get("bytes") if isinstance(image, dict) else None
+
+
 def expand_row(row: dict[str, Any], index: int) -> Example:
     """Expand one row into its items; problems are recorded on the items, never raised."""
     image_id = image_id_of(row, index)
     ds_name = dataset_name(row)
-    image = row.get("image")
-    image_bytes = image.get("bytes") if isinstance(image, dict) else None
+    image_bytes = image_bytes_of(row)
     image_problem = None
     if image_bytes is None:
         image_problem = "field 'image': missing or has no bytes"

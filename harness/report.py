@@ -14,6 +14,7 @@ import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -22,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .data import (COARSE_TYPES, DatasetSource, image_id_of, iter_rows, parquet_files,
-                   resolve_source)
+from .data import (COARSE_TYPES, DatasetSource, image_bytes_of, image_id_of, iter_rows,
+                   parquet_files, resolve_source)
 from .parsing import INVALID_PREFIX
 from .results import MANIFEST, SUMMARY_JSON, read_json, write_text
 from .tables import fmt, pct
@@ -200,9 +201,11 @@ def _read_thumbnails(source: DatasetSource,
                      image_ids: frozenset[str]) -> tuple[dict[str, str], str | None]:
     found: dict[str, str] = {}
     try:
+        images = _wanted_images(source, image_ids)
         with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow decodes without the GIL
-            made = pool.map(_thumbnail_or_none, _wanted_images(source, image_ids))
-            found.update((image_id, thumb) for image_id, thumb in made if thumb)
+            while chunk := list(islice(images, 64)):  # a few images in memory at a time
+                made = pool.map(_thumbnail_or_none, chunk)
+                found.update((image_id, thumb) for image_id, thumb in made if thumb)
     except Exception as exc:  # any failure to read the data must still leave a report
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
         return found, f"the dataset at {source.location} could not be read ({reason})"
@@ -223,8 +226,7 @@ def _wanted_images(source: DatasetSource,
         image_id = image_id_of(row, index)
         if image_id in left:
             left.discard(image_id)
-            image = row.get("image")
-            yield image_id, image.get("bytes") if isinstance(image, dict) else None
+            yield image_id, image_bytes_of(row)
             if not left:
                 return
 
@@ -243,8 +245,7 @@ def _wanted_parquet_images(files: list[Path],
                 image_id = str(row["image_id"])
                 if image_id in left:
                     left.discard(image_id)
-                    image = row.get("image")
-                    yield image_id, image.get("bytes") if isinstance(image, dict) else None
+                    yield image_id, image_bytes_of(row)
             if not left:
                 parquet.close()
                 return
