@@ -1,10 +1,11 @@
 """A response cache, so that asking the same thing twice costs nothing.
 
 The key is a SHA-256 of the exact request: the adapter's identity (model, endpoint), the wire
-messages with the image replaced by the hash of its bytes, and the generation parameters (seed
-included). SQLite in WAL mode. Answers are committed in one transaction at most `commit_every_s`
-apart (a commit per answer cost more CPU than the rest of the harness's work on it) and on close; a
-crash loses at most that last second of the cache, never a record: the run's samples.jsonl has them.
+messages with the image replaced by the SHA-256 of its data URL (made once per image, when it is
+encoded), and the generation parameters (seed included). SQLite in WAL mode. Answers are committed
+in one transaction at most `commit_every_s` apart (a commit per answer cost more CPU than the rest
+of the harness's work on it) and on close; a crash loses at most that last second of the cache,
+never a record: the run's samples.jsonl has them.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import os
 import sqlite3
 import threading
 import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +31,11 @@ def default_cache_dir() -> Path:
 
 def request_key(identity: dict[str, Any], request: ChatRequest) -> str:
     """The cache key of a request; printed in each record so a miss can be debugged."""
-    image = (request.image_url_sha256 or _url_sha256(request.image_data_url)
-             if request.image_data_url else None)
+    url = request.image_data_url
+    image = (request.image_url_sha256 or hashlib.sha256(url.encode()).hexdigest()) if url else None
     payload = {"adapter": identity, "messages": request.messages, "image_sha256": image,
                "params": request.params.as_dict()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-@lru_cache(maxsize=16)
-def _url_sha256(data_url: str) -> str:
-    """For requests that do not carry the hash (the runner's do, made when the image was encoded,
-    off the event loop): an image's questions share one string and are in flight together, so a
-    small cache suffices (and keeps few images alive)."""
-    return hashlib.sha256(data_url.encode()).hexdigest()
 
 
 class ResponseCache:

@@ -28,7 +28,7 @@ class EncodedImage:
     width: int
     height: int
     resized: bool
-    url_sha256: str = ""  # of `data_url`: the response cache's key for the image
+    url_sha256: str  # of `data_url`: what the response cache's key holds for the image
 
     def describe(self) -> dict:
         """What the per-sample log records about the image (never the base64 payload)."""

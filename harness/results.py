@@ -17,6 +17,7 @@ SAMPLES = "samples.jsonl"
 MANIFEST = "manifest.json"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
+_LINE = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
 
 class SampleWriter:
@@ -29,7 +30,7 @@ class SampleWriter:
         self._file = open(self.path, "ab", buffering=0)  # unbuffered: nothing waits in Python
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS))
+        self._file.write(orjson.dumps(record, option=_LINE))
 
     def sync(self) -> None:
         """Force what was written to disk (the runner calls it every second, off its event loop)."""
