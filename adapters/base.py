@@ -1,7 +1,7 @@
 """The one small async interface every model backend implements.
 
 An adapter makes exactly one attempt per call and *classifies* its failures (`AdapterError.retryable`);
-retrying lives in one place, `harness.retry`.
+retrying lives in one place, `harness.run.retry`.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class ChatRequest:
     image_data_url: str | None
     params: GenerationParams
     option_letters: str = ""
-    image_url_sha256: str | None = None  # of `image_data_url`, when known (see harness.cache)
+    image_url_sha256: str | None = None  # of `image_data_url`, when known (see harness.run.cache)
 
 
 @dataclass

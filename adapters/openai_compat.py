@@ -6,7 +6,7 @@ SDK costs ~5 ms of CPU per call here, with either of its transports (httpx or ai
 costs a few tenths of a millisecond. The SDK's cost is its request/response models and its JSON
 encoding of the ~200 KB image string for every question (~1 ms with `json`); here it is encoded
 once per image.
-Retrying lives in `harness.retry`; this module only classifies failures.
+Retrying lives in `harness.run.retry`; this module only classifies failures.
 """
 from __future__ import annotations
 

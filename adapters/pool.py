@@ -4,7 +4,7 @@ Each request goes to the replica with the fewest requests in flight (ties rotate
 request fails with a connection error or a 5xx is taken out for a cool-down that doubles with each
 consecutive failure; after it, the replica gets requests again and one success restores it fully.
 The pool makes one attempt per call like any adapter: the failure is raised (naming the replica) and
-`harness.retry` decides whether to try again, which then lands on another replica.
+`harness.run.retry` decides whether to try again, which then lands on another replica.
 """
 from __future__ import annotations
 

@@ -12,10 +12,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.report import write_report
-from harness.results import MANIFEST, SAMPLES, SampleWriter, write_json
-from harness.runner import RunConfig, finalize, run
-from harness.scoring import summarize
+from harness.report.finalize import finalize
+from harness.report.results import MANIFEST, SAMPLES, SampleWriter, write_json
+from harness.report.run_report import write_report
+from harness.run.runner import RunConfig, run
+from harness.score.scoring import summarize
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_stats import synthetic_run  # noqa: E402

@@ -9,8 +9,8 @@ import time
 
 import numpy as np
 
-from harness.scoring import summarize
-from harness.stats import cluster_bootstrap, paired_test
+from harness.score.scoring import summarize
+from harness.score.stats import cluster_bootstrap, paired_test
 
 N_IMAGES = 17_315
 QTYPES = ("classification", "domain", "subdomain", "modality", "submodality", "stain")

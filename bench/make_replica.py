@@ -3,7 +3,7 @@
     python bench/make_replica.py --out bench/out/replica [--rows N] [--workers 2]
 
 The folder is read by `ubench run --dataset bench/out/replica` exactly like a local copy of the Hub
-dataset. Images are synthetic (see harness/synthetic.py); scores on them mean nothing.
+dataset. Images are synthetic (see harness/data/synthetic.py); scores on them mean nothing.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.synthetic import REPLICA_ROWS, write_replica  # noqa: E402
+from harness.data.synthetic import REPLICA_ROWS, write_replica  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,7 @@
 A scorer reads a response right when, whichever option were the gold one, it would mark the
 response correct exactly when that option is the one the response committed to (and never when
 it committed to none). Compared: ubench's parser, the official uBench scorer
-(`harness.scoring.official_correct`), and a first-capital-letter regex that takes the first
+(`harness.score.scoring.official_correct`), and a first-capital-letter regex that takes the first
 standalone option letter in the response (and nothing when there is none; it never guesses).
 """
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.parsing import parse_answer  # noqa: E402
-from harness.scoring import official_correct  # noqa: E402
+from harness.score.parsing import parse_answer  # noqa: E402
+from harness.score.scoring import official_correct  # noqa: E402
 
 CORPUS = ROOT / "tests" / "parser_corpus.jsonl"
 GROUPS = {

@@ -5,7 +5,8 @@
 Wraps (never changes) the runner's own steps to count, per image, how often it was encoded, the CPU
 time spent reading rows (`read_cpu_s`, which includes the up-front counting pass, `count_cpu_s`),
 encoding images, and computing the summary and the report (measured in the threads doing it), and
-when the first request left and the last answer came (with the process CPU time at both); at exit writes those with the process's CPU time and peak RSS
+when the first request left and the last answer came (with the process CPU time at both); at exit
+writes those with the process's CPU time and peak RSS
 to REPORT.json.
 """
 from __future__ import annotations
@@ -20,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import adapters.openai_compat as openai_compat  # noqa: E402
-import harness.report as report_module  # noqa: E402
-import harness.runner as runner  # noqa: E402
+import harness.adapters.openai_compat as openai_compat  # noqa: E402
+import harness.report.run_report as report_module  # noqa: E402
+import harness.run.runner as runner  # noqa: E402
 from harness.cli import main  # noqa: E402
 
 START = time.time()

@@ -3,7 +3,7 @@
     python bench/run_bench.py [--items 2000] [--latency-items 40000] [--full-items all]
 
 1. Generates (or reuses) the full-size synthetic replica (17,315 rows, ~96k items) in bench/out/replica.
-2. Starts the project's test server (`harness.testserver`, its own process, so its CPU is not ours)
+2. Starts the project's test server (`harness.servers.testserver`, its own process, so its CPU is not ours)
    answering after 0 ms, then 200 ms.
 3. Runs `ubench run` (through bench/probe.py, which counts encodes per image, CPU spent reading and
    encoding, and the first request) at concurrency 64: on the whole replica at 0 ms (throughput,
@@ -34,9 +34,10 @@ from typing import Any, Iterator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.data import iter_examples, iter_rows, resolve_source  # noqa: E402
-from harness.synthetic import REPLICA_ROWS, write_replica  # noqa: E402
-from prompts import load_template, render  # noqa: E402
+from harness.data.items import iter_examples  # noqa: E402
+from harness.data.sources import iter_rows, resolve_source  # noqa: E402
+from harness.data.synthetic import REPLICA_ROWS, write_replica  # noqa: E402
+from harness.prompts import load_template, render  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
 VENVS = ROOT / "bench" / ".venvs"
@@ -70,7 +71,7 @@ def measured(cmd: list[str], *, env: dict[str, str] | None = None, log: Path) ->
 
 @contextmanager
 def test_server(latency_s: float) -> Iterator[str]:
-    proc = subprocess.Popen([PY, "-m", "harness.testserver", "--style", "first",
+    proc = subprocess.Popen([PY, "-m", "harness.servers.testserver", "--style", "first",
                              "--latency", str(latency_s)], cwd=ROOT, stdout=subprocess.PIPE,
                             text=True)
     try:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .data import DatasetLoadError, QUESTION_TYPES
+from harness import __version__
+from harness.data.items import QUESTION_TYPES
+from harness.data.sources import DatasetLoadError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -22,7 +23,7 @@ def _split_csv(values: tuple[str, ...]) -> list[str] | None:
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
-    from .data import parse_shard
+    from harness.data.items import parse_shard
 
     try:
         return parse_shard(text) if text else None
@@ -103,11 +104,11 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
             batch_size, serve, vllm_args, vllm_python, serve_timeout, force, no_cache,
             no_progress) -> None:
     """Evaluate MODEL on uBench and write samples.jsonl, manifest.json, summaries and the report."""
-    from .compare import CompareError, compare, compare_markdown, write_comparison
-    from .report import REPORT_HTML
-    from .results import MANIFEST, read_json
-    from .runner import RunConfig, RunError, run, run_prompts
-    from .tables import summary_markdown
+    from harness.report.compare import CompareError, compare, compare_markdown, write_comparison
+    from harness.report.results import MANIFEST, read_json
+    from harness.report.run_report import REPORT_HTML
+    from harness.report.tables import summary_markdown
+    from harness.run.runner import RunConfig, RunError, run, run_prompts
 
     if output is None:
         safe = model.replace("/", "_")
@@ -153,9 +154,9 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def score_cmd(run_dir: Path) -> None:
     """Recompute the summaries and the report of RUN_DIR from samples.jsonl alone."""
-    from .results import MANIFEST, SAMPLES, read_json
-    from .runner import finalize
-    from .tables import summary_markdown
+    from harness.report.finalize import finalize
+    from harness.report.results import MANIFEST, SAMPLES, read_json
+    from harness.report.tables import summary_markdown
 
     if not (run_dir / SAMPLES).exists():
         raise click.ClickException(f"{run_dir}: no {SAMPLES} to score")
@@ -172,7 +173,7 @@ def cache_group() -> None:
 @cache_group.command("info")
 def cache_info() -> None:
     """Where the cache is, how many responses it holds, and its size."""
-    from .cache import ResponseCache
+    from harness.run.cache import ResponseCache
 
     info = ResponseCache().info()
     click.echo(f"{info['path']}: {info['entries']} responses, {info['bytes'] / 1e6:.1f} MB")
@@ -182,7 +183,7 @@ def cache_info() -> None:
 @click.confirmation_option(prompt="Delete every cached response?")
 def cache_clear() -> None:
     """Delete every cached response."""
-    from .cache import ResponseCache
+    from harness.run.cache import ResponseCache
 
     n = ResponseCache().clear()
     click.echo(f"deleted {n} cached responses")
@@ -200,7 +201,7 @@ def extract_cmd(source: Path, target: Path) -> None:
     an optional 'gold' letter adds 'correct'. Malformed lines get an 'error' in the output and
     the run goes on.
     """
-    from .extract import ExtractError, extract_file, summary_text
+    from harness.score.extract import ExtractError, extract_file, summary_text
 
     try:
         stats = extract_file(source, target)
@@ -217,8 +218,8 @@ def report_cmd(run_dir: Path, max_samples: int, no_thumbnails: bool) -> None:
     """Write report.html, summary.csv, samples.parquet and plots/ into RUN_DIR."""
     import time
 
-    from .report import write_report
-    from .results import SAMPLES, SUMMARY_JSON
+    from harness.report.results import SAMPLES, SUMMARY_JSON
+    from harness.report.run_report import write_report
 
     if not (run_dir / SAMPLES).exists():
         raise click.ClickException(f"{run_dir}: no {SAMPLES} to report on")
@@ -243,7 +244,7 @@ def compare_cmd(run_dirs: tuple[Path, ...], output: Path | None, scorer: str, al
     """Compare runs on the items they share; the first RUN_DIR is the reference."""
     import os
 
-    from .compare import CompareError, compare, compare_markdown, write_comparison
+    from harness.report.compare import CompareError, compare, compare_markdown, write_comparison
 
     try:
         result = compare(list(run_dirs), scorer=scorer, allow_mixed=allow_mixed, seed=seed)
@@ -262,9 +263,9 @@ def compare_cmd(run_dirs: tuple[Path, ...], output: Path | None, scorer: str, al
               help="New run folder for the merged results.")
 def merge_cmd(run_dirs: tuple[Path, ...], output: Path) -> None:
     """Combine the run folders of `--shard K/N` runs (all N of them) into one run folder."""
-    from .merge import MergeError, merge_runs
-    from .results import MANIFEST, read_json
-    from .tables import summary_markdown
+    from harness.report.merge import MergeError, merge_runs
+    from harness.report.results import MANIFEST, read_json
+    from harness.report.tables import summary_markdown
 
     try:
         summary = merge_runs(list(run_dirs), output)
@@ -277,7 +278,7 @@ def merge_cmd(run_dirs: tuple[Path, ...], output: Path) -> None:
 @main.command("prompts")
 def prompts_cmd() -> None:
     """List the built-in prompt templates."""
-    from prompts import builtin_names, load_template
+    from harness.prompts import builtin_names, load_template
 
     for name in builtin_names():
         t = load_template(name)

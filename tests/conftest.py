@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.testserver import TestServer
+from harness.servers.testserver import TestServer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def build_real10_parquet(real10: Path, out: Path) -> Path:
     """The ten real rows as a local uBench copy (Parquet in the real schema, coarse questions null)."""
     import datasets as hf
 
-    from harness.synthetic import ubench_features
+    from harness.data.synthetic import ubench_features
 
     rows = []
     questions = [json.loads(line) for line in (real10 / "questions.jsonl").read_text().splitlines()]

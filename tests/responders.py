@@ -5,9 +5,10 @@ import hashlib
 import re
 from typing import Any, Callable
 
-from harness.data import iter_examples, iter_rows, resolve_source
-from harness.images import encode_image
-from harness.testserver import prompt_parts
+from harness.data.images import encode_image
+from harness.data.items import iter_examples
+from harness.data.sources import iter_rows, resolve_source
+from harness.servers.testserver import prompt_parts
 
 _OPTION = re.compile(r"^\(?([A-H])\)\s(.*)$", re.M)
 UNSURE = "I am not sure."

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import runner
-from harness.data import iter_examples, iter_rows, resolve_source
-from harness.runner import RunConfig, run, run_prompts
-from harness.testserver import TestServer
+from harness.data.items import iter_examples
+from harness.data.sources import iter_rows, resolve_source
+from harness.run import runner
+from harness.run.runner import RunConfig, run, run_prompts
+from harness.servers.testserver import TestServer
 from tests.conftest import read_jsonl, ubench
 from tests.responders import sample_oracle
 

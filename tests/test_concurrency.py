@@ -6,11 +6,10 @@ import json
 
 import pytest
 
-from adapters import AdapterError, ChatRequest, ChatResponse, GenerationParams
-from adapters.base import Adapter
-from harness.concurrency import AdaptiveConcurrency, ConcurrencyController
-from harness.testserver import TestServer
-
+from harness.adapters import AdapterError, ChatRequest, ChatResponse, GenerationParams
+from harness.adapters.base import Adapter
+from harness.run.concurrency import AdaptiveConcurrency, ConcurrencyController
+from harness.servers.testserver import TestServer
 from tests.conftest import read_jsonl, ubench
 
 

@@ -1,15 +1,18 @@
 """Loading uBench rows and expanding them into multiple-choice items."""
 from __future__ import annotations
 
-import copy
-
+import numpy as np
 import pytest
 
-from harness.data import (EXCLUDED_BY_DEFAULT, QUESTION_TYPES, DatasetLoadError, dataset_name,
-                          expand_row, iter_examples, iter_rows, resolve_source)
-from harness.synthetic import all_label_names, make_row, ubench_features
-
-import numpy as np
+from harness.data.items import (
+    EXCLUDED_BY_DEFAULT,
+    QUESTION_TYPES,
+    dataset_name,
+    expand_row,
+    iter_examples,
+)
+from harness.data.sources import DatasetLoadError, iter_rows, resolve_source
+from harness.data.synthetic import all_label_names, make_row, ubench_features
 
 
 def sample_examples(**kw):
@@ -115,7 +118,7 @@ def test_local_copies_load_the_same_rows(tmp_path):
         assert [r["image_id"] for r in rows] == expected
         assert isinstance(rows[0]["image"]["bytes"], bytes)  # undecoded
     # The report reads its thumbnails back the same way from each layout (Parquet: by pyarrow).
-    from harness.report import thumbnails
+    from harness.report.run_report import thumbnails
 
     wanted = set(expected[1:])
     read = [thumbnails({"dataset": resolve_source(str(path)).describe()}, wanted)

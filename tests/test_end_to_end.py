@@ -5,10 +5,11 @@ import json
 
 import pytest
 
-from harness.data import COARSE_TYPES, FINE_TOTAL_EXCLUDED, iter_examples, iter_rows, resolve_source
-from harness.images import encode_image
-from harness.testserver import TestServer, request_key
-from prompts import load_template, render
+from harness.data.images import encode_image
+from harness.data.items import COARSE_TYPES, FINE_TOTAL_EXCLUDED, iter_examples
+from harness.data.sources import iter_rows, resolve_source
+from harness.prompts import load_template, render
+from harness.servers.testserver import TestServer, request_key
 from tests.conftest import read_jsonl, ubench
 
 
@@ -24,7 +25,7 @@ def planned_answers():
         for item in example.items:
             text = render(template, item.question, item.option_map)[0]["content"][1]["text"]
             gold = item.gold_letter
-            wrong = next(l for l in item.letters if l != gold)
+            wrong = next(x for x in item.letters if x != gold)
             kind = n % 3
             answers[request_key(text, url)] = [gold, wrong, f"The answer is ({gold})."][kind]
             expected[item.item_id] = {"robust": kind != 1, "official": kind == 0, "item": item}

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import json
 
+from harness.score.parsing import parse_answer
 from tests.conftest import read_jsonl, ubench
-from harness.parsing import parse_answer
 from tests.test_parsing import CORPUS
 
 BLOOD = {"A": "platelet", "B": "eosinophil", "C": "neutrophil"}

@@ -1,14 +1,13 @@
 """Images are sent as stored unless the user asks otherwise; bad bytes raise ImageError."""
 from __future__ import annotations
 
-import base64
 import io
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from harness.images import ImageError, encode_image
+from harness.data.images import ImageError, encode_image
 
 
 def _bytes(fmt: str, size=(40, 30)) -> bytes:

@@ -6,8 +6,8 @@ import hashlib
 import json
 import socket
 
+from harness.servers.testserver import TestServer, prompt_parts
 from tests.conftest import read_jsonl, ubench
-from harness.testserver import TestServer, prompt_parts
 
 HEDGE = "It has granules, hard to say which."
 RAMBLE = "The image is interesting."

@@ -8,9 +8,9 @@ import socket
 
 import pytest
 
-from adapters import AdapterError, ChatRequest, GenerationParams
-from adapters.openai_compat import OpenAICompatAdapter, _status_error
-from harness.testserver import TestServer
+from harness.adapters import AdapterError, ChatRequest, GenerationParams
+from harness.adapters.openai_compat import OpenAICompatAdapter, _status_error
+from harness.servers.testserver import TestServer
 
 IMAGE = "data:image/png;base64," + base64.b64encode(bytes(range(256)) * 40).decode()
 MESSAGES = [{"role": "user", "content": [

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from harness.data import Item, iter_examples, iter_rows, resolve_source
-from harness.options_order import rotations, shuffled, transform
-from harness.testserver import TestServer
+from harness.data.items import Item, iter_examples
+from harness.data.options_order import rotations, shuffled, transform
+from harness.data.sources import iter_rows, resolve_source
+from harness.servers.testserver import TestServer
 from tests.conftest import read_jsonl, ubench
 from tests.responders import sample_oracle
 

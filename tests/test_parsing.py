@@ -7,9 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from harness.parsing import (INVALID_PREFIX, Invalid, _decide, clean, parse_answer,
-                             rule_final_answer, rule_leading_letter, rule_letter_with_text,
-                             rule_lone_letter, rule_option_text)
+from harness.score.parsing import (
+    INVALID_PREFIX,
+    Invalid,
+    _decide,
+    clean,
+    parse_answer,
+    rule_final_answer,
+    rule_leading_letter,
+    rule_letter_with_text,
+    rule_lone_letter,
+    rule_option_text,
+)
 
 CORPUS = Path(__file__).with_name("parser_corpus.jsonl")
 MIN_ACCURACY = 0.99

@@ -9,11 +9,16 @@ import time
 
 import pytest
 
-from adapters import AdapterError, ChatRequest, ChatResponse, GenerationParams, create_adapter
-from adapters.base import Adapter
-from adapters.pool import PooledAdapter
-from harness.testserver import TestServer
-
+from harness.adapters import (
+    AdapterError,
+    ChatRequest,
+    ChatResponse,
+    GenerationParams,
+    create_adapter,
+)
+from harness.adapters.base import Adapter
+from harness.adapters.pool import PooledAdapter
+from harness.servers.testserver import TestServer
 from tests.conftest import ROOT, read_jsonl, ubench
 
 

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from prompts import TemplateError, builtin_names, load_template, render
+from harness.prompts import TemplateError, builtin_names, load_template, render
 from tests.conftest import ubench
 
 

@@ -6,12 +6,20 @@ import io
 import numpy as np
 from PIL import Image
 
-from harness.data import COARSE_TYPES, EXCLUDED_BY_DEFAULT, iter_examples, iter_rows, resolve_source
-from harness.synthetic import (REPLICA_DATASETS, REPLICA_ROWS, all_label_names, make_row,
-                               replica_label_names,
-                               replica_plan, replica_profile, replica_row, ubench_features,
-                               write_replica)
-
+from harness.data.items import COARSE_TYPES, EXCLUDED_BY_DEFAULT, iter_examples
+from harness.data.sources import iter_rows, resolve_source
+from harness.data.synthetic import (
+    REPLICA_DATASETS,
+    REPLICA_ROWS,
+    all_label_names,
+    make_row,
+    replica_label_names,
+    replica_plan,
+    replica_profile,
+    replica_row,
+    ubench_features,
+    write_replica,
+)
 from tests.conftest import ROOT, read_jsonl, ubench
 
 
@@ -83,7 +91,8 @@ def test_a_stream_stopped_early_in_a_large_parquet_copy_lets_the_process_exit(tm
     pq.write_table(pa.Table.from_pylist(rows, schema=ubench_features(labels).arrow_schema),
                    tmp_path / "copy" / "big.parquet", row_group_size=64, compression="none")
     del rows
-    code = ("from harness.data import iter_examples, iter_rows, resolve_source\n"
+    code = ("from harness.data.items import iter_examples\n"
+            "from harness.data.sources import iter_rows, resolve_source\n"
             f"source = resolve_source({str(tmp_path / 'copy')!r})\n"
             "print(sum(len(e.items) for e in iter_examples(iter_rows(source), limit=7)))\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

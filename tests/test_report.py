@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from harness.testserver import TestServer
+from harness.servers.testserver import TestServer
 from tests.conftest import read_jsonl, ubench
 from tests.responders import sample_oracle
 

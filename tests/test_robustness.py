@@ -11,9 +11,8 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from harness.testserver import TestServer
+from harness.servers.testserver import TestServer
 from tests.conftest import ROOT, read_jsonl, ubench
 
 SAMPLE_ITEMS = 136
@@ -116,7 +115,7 @@ def test_the_api_key_is_never_written_anywhere(tmp_path, private_cache):
         assert FAKE_KEY.encode() not in path.read_bytes(), path
     for text in (proc.stdout, proc.stderr, bad.stdout, bad.stderr):
         assert FAKE_KEY not in text
-    from adapters import create_adapter
+    from harness.adapters import create_adapter
 
     os.environ["UBENCH_KEY"] = FAKE_KEY
     try:
@@ -227,7 +226,7 @@ def test_the_cache_answers_repeated_requests_for_free(tmp_path, private_cache):
 
 
 def test_cache_answers_are_committed_together_and_at_close(tmp_path):
-    from harness.cache import ResponseCache
+    from harness.run.cache import ResponseCache
 
     path = tmp_path / "responses.sqlite"
     cache = ResponseCache(path, commit_every_s=3600)
@@ -248,9 +247,9 @@ def test_the_image_hash_made_at_encoding_gives_the_same_cache_key():
 
     from PIL import Image
 
-    from adapters.base import ChatRequest, GenerationParams
-    from harness.cache import request_key
-    from harness.images import encode_image
+    from harness.adapters.base import ChatRequest, GenerationParams
+    from harness.data.images import encode_image
+    from harness.run.cache import request_key
 
     buf = io.BytesIO()
     Image.new("RGB", (8, 8), "red").save(buf, format="PNG")
@@ -265,7 +264,7 @@ def test_the_image_hash_made_at_encoding_gives_the_same_cache_key():
 def test_bad_rows_become_error_records_and_the_run_goes_on(tmp_path):
     import datasets as hf
 
-    from harness.synthetic import all_label_names, make_row, ubench_features
+    from harness.data.synthetic import all_label_names, make_row, ubench_features
 
     rng = np.random.default_rng(5)
     rows = [make_row(rng, "kather_et_al_2016", all_label_names()) for _ in range(4)]

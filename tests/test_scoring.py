@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.scoring import official_correct, summarize
-from harness.stats import item_bootstrap
+from harness.score.scoring import official_correct, summarize
+from harness.score.stats import item_bootstrap
 
 
 @pytest.mark.parametrize("response, expected", [

@@ -7,8 +7,8 @@ from collections import defaultdict
 
 import pytest
 
-from harness.data import iter_examples, iter_rows, parse_shard, resolve_source, shard_of
-
+from harness.data.items import iter_examples, parse_shard, shard_of
+from harness.data.sources import iter_rows, resolve_source
 from tests.conftest import read_jsonl, ubench
 
 

@@ -6,8 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from harness.scoring import summarize
-from harness.stats import cluster_bootstrap, holm, item_bootstrap, paired_test
+from harness.score.scoring import summarize
+from harness.score.stats import cluster_bootstrap, holm, item_bootstrap, paired_test
 
 
 def test_cluster_bootstrap_by_hand_is_wider_than_the_item_bootstrap():

@@ -11,10 +11,10 @@ pytest.importorskip("torch", reason="the transformers backend needs the 'local' 
                     "(pip install -e '.[local]')")
 pytest.importorskip("transformers", reason="the transformers backend needs the 'local' extra")
 
-from adapters import AdapterError, ChatRequest, GenerationParams, create_adapter  # noqa: E402
-from harness.data import iter_examples, iter_rows, resolve_source  # noqa: E402
-from harness.images import encode_image  # noqa: E402
-
+from harness.adapters import AdapterError, ChatRequest, GenerationParams, create_adapter  # noqa: E402
+from harness.data.images import encode_image  # noqa: E402
+from harness.data.items import iter_examples  # noqa: E402
+from harness.data.sources import iter_rows, resolve_source  # noqa: E402
 from tests.conftest import read_jsonl, ubench  # noqa: E402
 from tests.tiny_vlm import build_tiny_idefics3, make_tokenizer, steer_to  # noqa: E402
 

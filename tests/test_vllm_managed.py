@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.report.results import config_fingerprint
+from harness.run.runner import RunConfig, build_manifest
+from harness.servers.vllm_server import ManagedServer, stop_group
 from tests.conftest import ROOT, read_jsonl, ubench
-from harness.runner import RunConfig, build_manifest, config_fingerprint
-from harness.vllm_server import ManagedServer, stop_group
 
 VLLM_PYTHON = os.environ.get("UBENCH_VLLM_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
 # What the CPU build needs offline; small limits and no torch.compile (--enforce-eager) keep the
@@ -126,8 +127,8 @@ def test_a_group_that_ignores_ctrl_c_is_killed_children_and_all(marker):
 
 def test_a_restarted_server_resumes_the_same_run(tmp_path):
     """The port changes at every start; the manifest keys that gate resuming must not."""
-    from adapters import create_adapter
-    from prompts import load_template
+    from harness.adapters import create_adapter
+    from harness.prompts import load_template
 
     def manifest(port: int) -> dict:
         server = ManagedServer(["--model", "m", "--served-model-name", "m"], port,

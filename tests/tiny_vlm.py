@@ -44,8 +44,12 @@ def make_tokenizer():
 def build_tiny_idefics3(folder: Path, seed: int = 0) -> Path:
     """Save a ~0.1M-parameter random Idefics3 model, processor and chat template to `folder`."""
     import torch
-    from transformers import (Idefics3Config, Idefics3ForConditionalGeneration,
-                              Idefics3ImageProcessorPil, Idefics3Processor)
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+    )
 
     tokenizer = make_tokenizer()
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}

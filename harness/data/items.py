@@ -1,4 +1,4 @@
-"""uBench rows → multiple-choice items, streamed from the Hub, a local copy or the bundled sample.
+"""uBench rows → multiple-choice items: the protocol's question types, filters and gold index.
 
 The protocol facts (question types, Held et al. 2010 mapping, default filter, gold index) follow the
 official code; see PROTOCOL.md in the shared notes and README.md.
@@ -7,12 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
-
-HUB_REPO = "jnirschl/uBench"
-HUB_REVISION = "3f2c5b590bc7a208d5b60f3527ce4c76a331aa2b"
-HUB_SPLIT = "test"
 
 QUESTION_TYPES = ("classification", "domain", "subdomain", "modality", "submodality", "stain")
 COARSE_TYPES = QUESTION_TYPES[1:]
@@ -38,24 +33,6 @@ HELD_STAIN_TO_DATASET = {
     "GalT-EGFP": "held_et_al_2010_galt",
 }
 
-SAMPLE_PATH = Path(__file__).parent / "sample_data" / "ubench-sample.parquet"
-
-
-class DatasetLoadError(Exception):
-    """The dataset as a whole could not be opened (one clear message, not a traceback)."""
-
-
-@dataclass(frozen=True)
-class DatasetSource:
-    """Where rows come from, and the revision that goes into the manifest."""
-
-    kind: str  # "hub" | "local" | "sample"
-    location: str
-    revision: str
-
-    def describe(self) -> dict[str, str]:
-        return {"kind": self.kind, "location": self.location, "revision": self.revision}
-
 
 @dataclass(frozen=True)
 class Item:
@@ -72,7 +49,7 @@ class Item:
     problem: str | None = None
     # Set when the item is scored but something in the row disagrees (e.g. answer_idx).
     warning: str | None = None
-    # Set by harness.options_order: original option indices in the order shown, and the rotation.
+    # Set by harness.data.options_order: original option indices in the order shown, and the rotation.
     option_order: tuple[int, ...] | None = None
     rotation: int | None = None
 
@@ -98,138 +75,6 @@ class Example:
     image_bytes: bytes | None
     items: list[Item] = field(default_factory=list)
     image_problem: str | None = None
-
-
-# ---------------------------------------------------------------------------------------------
-# Sources
-
-
-def resolve_source(dataset: str, revision: str | None = None) -> DatasetSource:
-    """Turn the `--dataset` value (`sample`, `hub` or a path) into a source."""
-    if dataset == "sample":
-        digest = hashlib.sha256(SAMPLE_PATH.read_bytes()).hexdigest()[:16]
-        return DatasetSource("sample", str(SAMPLE_PATH), f"sample-sha256:{digest}")
-    if dataset == "hub":
-        return DatasetSource("hub", HUB_REPO, revision or HUB_REVISION)
-    path = Path(dataset).expanduser()
-    if not path.exists():
-        raise DatasetLoadError(
-            f"--dataset {dataset!r}: not 'sample', 'hub', or an existing file or folder"
-        )
-    return DatasetSource("local", str(path.resolve()), revision or _local_fingerprint(path))
-
-
-def _local_fingerprint(path: Path) -> str:
-    """A cheap content fingerprint (names and sizes of the data files) for a local copy."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f"{f.relative_to(path) if f != path else f.name}:{f.stat().st_size}\n".encode())
-    return f"local-sha256:{h.hexdigest()[:16]}"
-
-
-COUNT_COLUMNS = ["image_id", "dataset", "stain", "questions"]
-
-
-def iter_rows(source: DatasetSource, columns: list[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Stream raw uBench rows with the image left undecoded as `{bytes, path}`.
-
-    `columns` reads only those columns (cheap for Parquet; used to count items up front).
-    """
-    try:
-        ds = _open(source, columns)
-    except DatasetLoadError:
-        raise
-    except Exception as exc:  # datasets raises many types; the user needs one sentence
-        raise DatasetLoadError(f"could not load dataset from {source.location}: {exc}") from exc
-    index = 0
-    rows = iter(ds)
-    try:
-        for index, row in enumerate(rows):
-            yield row
-    except Exception as exc:
-        raise DatasetLoadError(
-            f"could not read row {index + 1} of {source.location}: {exc}") from exc
-    finally:
-        rows.close()  # a stream stopped early (--limit) is released now, not at exit
-
-
-def _open(source: DatasetSource, columns: list[str] | None = None):
-    if source.kind != "hub":  # the bundled sample or a local copy
-        parquet = parquet_files(Path(source.location))
-        if parquet:
-            return _ParquetRows(parquet, columns)
-    import datasets
-
-    if source.kind == "hub":
-        ds = datasets.load_dataset(
-            HUB_REPO, split=HUB_SPLIT, revision=source.revision, streaming=True
-        )
-    else:
-        ds = _open_local(Path(source.location))
-    if columns:
-        ds = ds.select_columns([c for c in columns if c in (ds.features or columns)])
-    if "image" in (ds.features or {}):
-        ds = ds.cast_column("image", datasets.Image(decode=False))
-    return ds
-
-
-def _is_saved_dataset(path: Path) -> bool:
-    return path.is_dir() and ((path / "state.json").exists()
-                              or (path / "dataset_dict.json").exists())
-
-
-def parquet_files(path: Path) -> list[Path]:
-    """The Parquet files of a local copy ([] for a `save_to_disk` folder or Arrow shards)."""
-    if _is_saved_dataset(path):
-        return []
-    return [path] if path.suffix == ".parquet" else sorted(path.rglob("*.parquet"))
-
-
-class _ParquetRows:
-    """Rows of local Parquet files, read with pyarrow one batch at a time.
-
-    Not through datasets' streaming reader: a stream it leaves half-read (any --limit) makes the
-    process hang or abort at exit with pyarrow 26 (apache/arrow#45214, fragments made from Python
-    file objects). The rows are the same: structs as dicts, the image as `{bytes, path}`.
-    """
-
-    def __init__(self, files: list[Path], columns: list[str] | None, batch_size: int = 64):
-        import pyarrow.parquet as pq
-
-        self.files = [(f, pq.read_schema(f).names) for f in files]  # reads footers: fails early
-        self.columns = columns
-        self.batch_size = batch_size
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        import pyarrow.parquet as pq
-
-        for path, names in self.files:
-            columns = [c for c in self.columns if c in names] if self.columns else None
-            # One file open at a time, nothing pre-buffered: memory stays at about one batch.
-            parquet = pq.ParquetFile(path, pre_buffer=False)
-            for batch in parquet.iter_batches(self.batch_size, columns=columns):
-                yield from batch.to_pylist()
-            parquet.close()
-
-
-def _open_local(path: Path):
-    import datasets
-
-    if _is_saved_dataset(path):
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            if HUB_SPLIT not in loaded:
-                raise DatasetLoadError(f"{path}: saved DatasetDict has no {HUB_SPLIT!r} split")
-            loaded = loaded[HUB_SPLIT]
-        return loaded.to_iterable_dataset()
-    files = [path] if path.is_file() else sorted(path.rglob("*"))
-    arrow = [str(f) for f in files if f.suffix == ".arrow"]
-    if arrow:
-        return datasets.load_dataset("arrow", data_files=arrow, split="train", streaming=True)
-    raise DatasetLoadError(
-        f"{path}: no Parquet files, Arrow shards or save_to_disk folder found"
-    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .data import COARSE_TYPES, FINE_TOTAL_EXCLUDED
+from harness.data.items import COARSE_TYPES, FINE_TOTAL_EXCLUDED
 
 
 def fmt(stat: dict[str, Any] | None, clustered: bool = False) -> str:

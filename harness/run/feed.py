@@ -11,7 +11,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
 
-from .data import Example
+from harness.data.items import Example
 
 Encoded = tuple[Any, "str | None"]  # (EncodedImage or None, problem or None)
 Batch = list[tuple[list[Any], Any, "str | None"]]

@@ -14,11 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from .report import group_label, html_page, order_text, table
-from .results import MANIFEST, SAMPLES, read_json, write_json, write_text
-from .scoring import SCORERS, chance, group_order, paper_groups
-from .stats import cluster_bootstrap, cluster_codes, holm, paired_test
-from .tables import pct
+from harness.report.results import (
+    MANIFEST,
+    SAMPLES,
+    latest_records,
+    read_json,
+    write_json,
+    write_text,
+)
+from harness.report.run_report import group_label, html_page, order_text, table
+from harness.report.tables import pct
+from harness.score.scoring import SCORERS, chance, group_order, paper_groups
+from harness.score.stats import cluster_bootstrap, cluster_codes, holm, paired_test
 
 COMPARE_MD = "compare.md"
 COMPARE_HTML = "compare.html"
@@ -39,8 +46,6 @@ class Run:
 
 
 def load_run(path: Path, label: str) -> Run:
-    from .runner import latest_records
-
     path = Path(path)
     if not (path / SAMPLES).exists() or not (path / MANIFEST).exists():
         raise CompareError(f"{path}: not a run folder (needs {SAMPLES} and {MANIFEST})")

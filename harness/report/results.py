@@ -6,6 +6,7 @@ power cut loses at most that second); a torn last line is detected and dropped w
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,12 @@ SAMPLES = "samples.jsonl"
 MANIFEST = "manifest.json"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
+# Fields of the manifest that must match for a run folder to be resumed.
+RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image", "judge",
+               "options_order", "server")
+# Where the model is served from may change between a run and its resumption; what it is may not.
+MODEL_KEYS_FREE_ON_RESUME = ("base_url", "base_urls", "timeout_s", "openai_sdk", "transport",
+                             "server")
 _LINE = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
 
@@ -98,3 +105,25 @@ def write_text(path: Path, text: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def latest_records(out: Path) -> list[dict[str, Any]]:
+    """One record per item: the last one written (a retried error is superseded)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for record in read_samples(out / SAMPLES):
+        previous = latest.get(record["item_id"])
+        if previous is None or previous.get("error") or not record.get("error"):
+            latest[record["item_id"]] = record
+    return list(latest.values())
+
+
+def resume_view(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The parts of a manifest that must match for a run folder to be resumed."""
+    view = {k: manifest.get(k) for k in RESUME_KEYS}
+    view["model"] = {k: v for k, v in (view["model"] or {}).items()
+                     if k not in MODEL_KEYS_FREE_ON_RESUME}
+    return view
+
+
+def config_fingerprint(manifest: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(resume_view(manifest), sort_keys=True).encode()).hexdigest()

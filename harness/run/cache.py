@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adapters.base import Adapter, ChatRequest, ChatResponse
+from harness.adapters.base import Adapter, ChatRequest, ChatResponse
 
 
 def default_cache_dir() -> Path:

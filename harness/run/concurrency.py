@@ -14,7 +14,7 @@ import asyncio
 import statistics
 from typing import Any
 
-from adapters.base import Adapter, AdapterError, ChatRequest, ChatResponse
+from harness.adapters.base import Adapter, AdapterError, ChatRequest, ChatResponse
 
 OVERLOAD_KINDS = ("rate_limit", "timeout")
 

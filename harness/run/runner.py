@@ -7,8 +7,6 @@ is written at once, so a re-run of the same command resumes where the last one s
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import sys
 import time
@@ -17,31 +15,43 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from adapters import (Adapter, AdapterError, ChatRequest, GenerationParams, create_adapter,
-                      split_spec)
-from prompts import Template, TemplateError, load_template, render
+from harness import __version__
+from harness.adapters import (
+    Adapter,
+    AdapterError,
+    ChatRequest,
+    GenerationParams,
+    create_adapter,
+    split_spec,
+)
+from harness.data import options_order
+from harness.data.images import ImageError, encode_image
+from harness.data.items import Example, Item, iter_examples
+from harness.data.sources import COUNT_COLUMNS, iter_rows, resolve_source
+from harness.prompts import Template, TemplateError, load_template, render
+from harness.report.finalize import finalize
+from harness.report.results import (
+    MANIFEST,
+    RESUME_KEYS,
+    SAMPLES,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    SampleWriter,
+    config_fingerprint,
+    read_json,
+    read_samples,
+    resume_view,
+    write_json,
+)
+from harness.run.cache import CachedAdapter, ResponseCache
+from harness.run.concurrency import AdaptiveConcurrency, ConcurrencyController
+from harness.run.feed import encoded_batches
+from harness.run.retry import RetryPolicy
+from harness.score.judge import Judge
+from harness.score.parsing import parse_answer
+from harness.score.scoring import official_correct
+from harness.servers.vllm_server import ManagedServer, ServerStartError, managed_vllm
 
-from . import __version__, options_order
-from .cache import CachedAdapter, ResponseCache
-from .concurrency import AdaptiveConcurrency, ConcurrencyController
-from .data import COUNT_COLUMNS, Example, Item, iter_examples, iter_rows, resolve_source
-from .feed import encoded_batches
-from .images import ImageError, encode_image
-from .judge import Judge, judge_summary
-from .parsing import parse_answer
-from .results import (MANIFEST, SAMPLES, SUMMARY_JSON, SUMMARY_MD, SampleWriter, read_json,
-                      read_samples, write_json, write_text)
-from .retry import RetryPolicy
-from .scoring import official_correct, summarize
-from .tables import summary_markdown
-from .vllm_server import ManagedServer, ServerStartError, managed_vllm
-
-# Fields of the manifest that must match for a run folder to be resumed.
-RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image", "judge",
-               "options_order", "server")
-# Where the model is served from may change between a run and its resumption; what it is may not.
-MODEL_KEYS_FREE_ON_RESUME = ("base_url", "base_urls", "timeout_s", "openai_sdk", "transport",
-                             "server")
 ABORT_AFTER_SAME_FAILURES = 8
 RUN_LOG = "run.log"
 
@@ -86,7 +96,7 @@ class RunConfig:
     judge: str | None = None  # a model spec, asked only about responses the parser left invalid
     judge_base_url: str | None = None
     batch_size: int = 8  # transformers/ only
-    serve: bool = False  # start a vLLM server for a vllm/ model (harness.vllm_server)
+    serve: bool = False  # start a vLLM server for a vllm/ model (harness.servers.vllm_server)
     vllm_args: str = ""
     vllm_python: str | None = None
     serve_timeout: float = 900.0
@@ -488,18 +498,6 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
     }
 
 
-def resume_view(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a manifest that must match for a run folder to be resumed."""
-    view = {k: manifest.get(k) for k in RESUME_KEYS}
-    view["model"] = {k: v for k, v in (view["model"] or {}).items()
-                     if k not in MODEL_KEYS_FREE_ON_RESUME}
-    return view
-
-
-def config_fingerprint(manifest: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(resume_view(manifest), sort_keys=True).encode()).hexdigest()
-
-
 def prepare_output(out: Path, manifest: dict[str, Any], force: bool) -> set[str]:
     """Item ids already answered in `out`; refuses a folder made by a different configuration."""
     samples = out / SAMPLES
@@ -518,30 +516,3 @@ def prepare_output(out: Path, manifest: dict[str, Any], force: bool) -> set[str]
                            f"({', '.join(changed)} changed); use another --output, or --force "
                            "to start over")
     return {r["item_id"] for r in read_samples(samples) if not r.get("error")}
-
-
-def latest_records(out: Path) -> list[dict[str, Any]]:
-    """One record per item: the last one written (a retried error is superseded)."""
-    latest: dict[str, dict[str, Any]] = {}
-    for record in read_samples(out / SAMPLES):
-        previous = latest.get(record["item_id"])
-        if previous is None or previous.get("error") or not record.get("error"):
-            latest[record["item_id"]] = record
-    return list(latest.values())
-
-
-def finalize(out: Path) -> dict[str, Any]:
-    """(Re)compute summary.json, summary.md and the report from samples.jsonl alone."""
-    from .report import write_report
-
-    out = Path(out)
-    manifest = read_json(out / MANIFEST) if (out / MANIFEST).exists() else None
-    seed = manifest["seed"] if manifest else 0
-    records = latest_records(out)
-    summary = summarize(records, seed=seed)
-    if judged := judge_summary(records):
-        summary["judge"] = judged
-    write_json(out / SUMMARY_JSON, summary)
-    write_text(out / SUMMARY_MD, summary_markdown(summary, manifest))
-    write_report(out, summary=summary, records=records)
-    return summary

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .parsing import INVALID_PREFIX, parse_answer
+from harness.score.parsing import INVALID_PREFIX, parse_answer
 
 LETTERS = string.ascii_uppercase
 

@@ -11,7 +11,7 @@ import random
 from dataclasses import replace
 from typing import Iterable, Iterator, Sequence
 
-from .data import Example, Item
+from harness.data.items import Example, Item
 
 ROTATION_SEP = "#r"
 

@@ -11,9 +11,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .data import parse_shard
-from .results import MANIFEST, SAMPLES, read_json, read_samples, write_json
-from .runner import RESUME_KEYS, finalize, resume_view
+from harness.data.items import parse_shard
+from harness.report.finalize import finalize
+from harness.report.results import (
+    MANIFEST,
+    RESUME_KEYS,
+    SAMPLES,
+    read_json,
+    read_samples,
+    resume_view,
+    write_json,
+)
+
 
 class MergeError(Exception):
     """The shard folders cannot be merged; the message says which and why."""

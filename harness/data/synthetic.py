@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from PIL import Image as PILImage
 
-from .data import LETTERS, SAMPLE_PATH
+from harness.data.sources import SAMPLE_PATH
 
 NONE_OPTION = "none of the above"
 

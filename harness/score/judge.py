@@ -10,12 +10,11 @@ never asks twice. Records it decides get `rule: "judge"` and keep the parser's v
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
-from adapters import Adapter, AdapterError, ChatRequest, GenerationParams
-
-from .parsing import INVALID_PREFIX, parse_answer
-from .retry import RetryPolicy
+from harness.adapters import Adapter, AdapterError, ChatRequest, GenerationParams
+from harness.run.retry import RetryPolicy
+from harness.score.parsing import INVALID_PREFIX, parse_answer
 
 RULE = "judge"
 PROMPT = """Below are the options of a multiple-choice question and a model's response to it. \

@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .data import (COARSE_TYPES, DatasetSource, image_bytes_of, image_id_of, iter_rows,
-                   parquet_files, resolve_source)
-from .parsing import INVALID_PREFIX
-from .results import MANIFEST, SUMMARY_JSON, read_json, write_text
-from .tables import fmt, pct
+from harness.data.items import COARSE_TYPES, image_bytes_of, image_id_of
+from harness.data.sources import DatasetSource, iter_rows, parquet_files, resolve_source
+from harness.report.results import MANIFEST, SUMMARY_JSON, latest_records, read_json, write_text
+from harness.report.tables import fmt, pct
+from harness.score.parsing import INVALID_PREFIX
 
 REPORT_HTML = "report.html"
 SUMMARY_CSV = "summary.csv"
@@ -35,7 +35,7 @@ SAMPLES_PARQUET = "samples.parquet"
 PLOTS = "plots"
 BROWSER_LIMIT = 10_000  # samples embedded in the browser; all of them are in samples.parquet
 THUMB_PX = 128
-ASSETS = Path(__file__).parent / "report_assets"
+ASSETS = Path(__file__).parent / "assets"
 HEADLINE = ["coarse", "fine", *(f"question_type/{qt}" for qt in COARSE_TYPES),
             "pathology/coarse", "pathology/fine"]
 
@@ -47,8 +47,6 @@ def write_report(run_dir: Path, *, summary: dict[str, Any] | None = None,
 
     `with_thumbnails=False` skips reading the dataset again (e.g. offline, for a Hub run).
     """
-    from .runner import latest_records
-
     run_dir = Path(run_dir)
     manifest = read_json(run_dir / MANIFEST) if (run_dir / MANIFEST).exists() else None
     summary = summary if summary is not None else read_json(run_dir / SUMMARY_JSON)

@@ -10,10 +10,16 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .data import COARSE_TYPES, FINE_TOTAL_EXCLUDED, FINE_TYPE, PATHOLOGY_DATASETS, QUESTION_TYPES
-from .options_order import ROTATION_SEP
-from .parsing import INVALID_PREFIX
-from .stats import cluster_bootstrap, cluster_codes, item_bootstrap
+from harness.data.items import (
+    COARSE_TYPES,
+    FINE_TOTAL_EXCLUDED,
+    FINE_TYPE,
+    PATHOLOGY_DATASETS,
+    QUESTION_TYPES,
+)
+from harness.data.options_order import ROTATION_SEP
+from harness.score.parsing import INVALID_PREFIX
+from harness.score.stats import cluster_bootstrap, cluster_codes, item_bootstrap
 
 SCORERS = {"official": "correct_official", "robust": "correct"}
 

@@ -1,0 +1,34 @@
+"""Summaries and the report of a run folder, (re)computed from samples.jsonl alone."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from harness.report.results import (
+    MANIFEST,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    latest_records,
+    read_json,
+    write_json,
+    write_text,
+)
+from harness.report.run_report import write_report
+from harness.report.tables import summary_markdown
+from harness.score.judge import judge_summary
+from harness.score.scoring import summarize
+
+
+def finalize(out: Path) -> dict[str, Any]:
+    """(Re)compute summary.json, summary.md and the report from samples.jsonl alone."""
+    out = Path(out)
+    manifest = read_json(out / MANIFEST) if (out / MANIFEST).exists() else None
+    seed = manifest["seed"] if manifest else 0
+    records = latest_records(out)
+    summary = summarize(records, seed=seed)
+    if judged := judge_summary(records):
+        summary["judge"] = judged
+    write_json(out / SUMMARY_JSON, summary)
+    write_text(out / SUMMARY_MD, summary_markdown(summary, manifest))
+    write_report(out, summary=summary, records=records)
+    return summary
