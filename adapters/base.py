@@ -32,6 +32,16 @@ class ChatRequest:
     params: GenerationParams
     option_letters: str = ""
     image_url_sha256: str | None = None  # of `image_data_url`, when known (see harness.run.cache)
+    # Few-shot: image parts `{"type": "image", "image_id": ID}` show another image, by ID.
+    example_images: dict[str, ExampleImage] | None = None
+
+
+@dataclass(frozen=True)
+class ExampleImage:
+    """A few-shot example's image, encoded once and shared by every request that shows it."""
+
+    data_url: str
+    url_sha256: str
 
 
 @dataclass

@@ -63,15 +63,18 @@ class OpenAICompatAdapter(Adapter):
         """Servers may echo the key in an error message; it never leaves the adapter."""
         return text.replace(self._secret, "***") if self._secret else text
 
-    def wire_messages(self, messages: list[dict[str, Any]],
-                      image_url: str | None) -> list[dict[str, Any]]:
-        """Provider-neutral messages → OpenAI content parts with the image as a URL."""
+    def wire_messages(self, messages: list[dict[str, Any]], image_url: str | None,
+                      example_images: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Provider-neutral messages → OpenAI content parts with the image as a URL (a few-shot
+        example's image part names its image, found in `example_images`)."""
         out = []
         for msg in messages:
             parts = []
             for part in msg["content"]:
                 if part["type"] == "image":
-                    image: dict[str, Any] = {"url": image_url}
+                    url = example_images[part["image_id"]].data_url if "image_id" in part \
+                        else image_url
+                    image: dict[str, Any] = {"url": url}
                     if self.image_detail:
                         image["detail"] = self.image_detail
                     parts.append({"type": "image_url", "image_url": image})
@@ -86,7 +89,8 @@ class OpenAICompatAdapter(Adapter):
         largest CPU cost of a request after the kernel's."""
         p = request.params
         url = request.image_data_url
-        messages = self.wire_messages(request.messages, url and _IMAGE_SLOT)
+        messages = self.wire_messages(request.messages, url and _IMAGE_SLOT,
+                                      request.example_images)
         body: dict[str, Any] = {"model": self.model, "messages": messages,
                                 "temperature": p.temperature, "max_tokens": p.max_tokens}
         if p.top_p is not None:

@@ -101,11 +101,18 @@ class TransformersAdapter(Adapter):
                 results[i] = AdapterError("client", f"item {request.item_id}: field 'image': {exc}",
                                           retryable=False)
                 continue
-            n_images = sum(part["type"] == "image" for msg in request.messages
-                           for part in msg["content"])
+            try:  # in the order the image parts appear (few-shot examples name theirs)
+                shown = [decode_data_url(request.example_images[part["image_id"]].data_url)
+                         if "image_id" in part else image
+                         for msg in request.messages for part in msg["content"]
+                         if part["type"] == "image"]
+            except ValueError as exc:
+                results[i] = AdapterError("client", f"item {request.item_id}: field 'examples': "
+                                          f"{exc}", retryable=False)
+                continue
             texts.append(self.processor.apply_chat_template(
                 request.messages, add_generation_prompt=True, tokenize=False))
-            images.append([image] * n_images)
+            images.append(shown)
             index.append(i)
         if not index:
             return results

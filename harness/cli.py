@@ -275,6 +275,51 @@ def merge_cmd(run_dirs: tuple[Path, ...], output: Path) -> None:
     click.echo(f"Merged {len(run_dirs)} shards into {output}/")
 
 
+@main.command("study")
+@click.argument("study_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Study folder (default: the file's `output`, else results/<name>).")
+@click.option("--dry-run", is_flag=True, help="List the cells and their request counts; send nothing.")
+@click.option("--force", is_flag=True, help="Start every cell over.")
+def study_cmd(study_file: Path, output: Path | None, dry_run: bool, force: bool) -> None:
+    """Run a prompt study (models × templates × answer modes × option orders × seeds) from a
+    YAML file: each cell a run folder, then study.md/.html/.json and a heatmap."""
+    from harness.report.compare import CompareError
+    from harness.report.study import STUDY_HTML, STUDY_MD, write_study
+    from harness.run.runner import RunError
+    from harness.run.study import cells, run_study
+    from harness.run.study_file import StudyFileError, load_study
+
+    try:
+        study = load_study(study_file)
+        output = output or Path(study.spec.get("output") or Path("results") / study.name)
+        if dry_run:
+            rows = cells(study, output)
+            click.echo("| model | template | answer mode | option order | seed | server | "
+                       "requests | done | to send | folder |")
+            click.echo("|---|---|---|---|---|---|---|---|---|---|")
+            for r in rows:
+                todo = "?" if r["requests"] is None else str(r["requests"] - r["done"])
+                click.echo(f"| {r['model']} | {r['template']} | {r['answer_mode']} | "
+                           f"{r['option_order']} | {r['seed']} | {r['server']} | "
+                           f"{r['requests'] if r['requests'] is not None else '?'} | {r['done']} | "
+                           f"{todo} | {r['folder']} |")
+            known = [r["requests"] - r["done"] for r in rows if r["requests"] is not None]
+            click.echo(f"{len(rows)} cells; {sum(known)} requests to send.")
+            return
+        done = run_study(study, output, force=force, echo=click.echo)
+        write_study(study.name, done, study.metric, output, spec=study.spec,
+                    seed=study.seeds[0])
+    except (StudyFileError, RunError, DatasetLoadError, CompareError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted; every finished answer is saved under {output}; run the same "
+                   "command again to resume.", err=True)
+        sys.exit(130)
+    click.echo((output / STUDY_MD).read_text(encoding="utf-8"))
+    click.echo(f"Study written to {output}/ (open {output / STUDY_HTML})")
+
+
 @main.command("prompts")
 def prompts_cmd() -> None:
     """List the built-in prompt templates."""

@@ -34,6 +34,7 @@ class Template:
     option_separator: str
     sha256: str  # of the canonical JSON of the validated template
     path: str
+    examples: dict[str, Any] | None = None  # few-shot settings, defaults filled in (see schema)
 
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "sha256": self.sha256, "path": self.path}
@@ -73,6 +74,7 @@ def template_from_dict(data: Any, origin: str = "<dict>") -> Template:
             if part["type"] == "text":
                 _check_placeholders(part["text"], PLACEHOLDERS,
                                     f"{origin}: field messages/{i}/content/{j}/text")
+    examples = _examples_settings(data.get("examples"), origin)
     canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return Template(
         name=data["name"],
@@ -82,7 +84,26 @@ def template_from_dict(data: Any, origin: str = "<dict>") -> Template:
         option_separator=data.get("option_separator", "\n"),
         sha256=hashlib.sha256(canonical.encode()).hexdigest(),
         path=origin,
+        examples=examples,
     )
+
+
+def _examples_settings(raw: dict[str, Any] | None, origin: str) -> dict[str, Any] | None:
+    """The few-shot block with the schema's defaults filled in, checked beyond the schema."""
+    if raw is None:
+        return None
+    defaults = {k: v["default"] for k, v in
+                SCHEMA["properties"]["examples"]["properties"].items() if "default" in v}
+    settings = {**defaults, **raw}
+    where = f"{origin}: field examples"
+    _check_placeholders(settings["answer"], OPTION_PLACEHOLDERS, f"{where}/answer")
+    if settings["select"] == "same_dataset" and settings["exclude_same_dataset"]:
+        raise TemplateError(f"{where}: select same_dataset and exclude_same_dataset contradict "
+                            "each other")
+    if settings["bank_size"] <= settings["k"]:
+        raise TemplateError(f"{where}/bank_size: must exceed k ({settings['k']}), so that "
+                            "leaving out the evaluated image still leaves k examples")
+    return settings
 
 
 def _check_placeholders(text: str, allowed: set[str], where: str) -> None:
@@ -96,17 +117,50 @@ def _check_placeholders(text: str, allowed: set[str], where: str) -> None:
                             f"allowed: {sorted(allowed)}")
 
 
-def render(template: Template, question: str, options: dict[str, str]) -> list[dict[str, Any]]:
-    """Chat messages for one item; `options` maps letters to option texts in display order."""
+def render(template: Template, question: str, options: dict[str, str],
+           shots: list[Shot] = ()) -> list[dict[str, Any]]:
+    """Chat messages for one item; `options` maps letters to option texts in display order.
+
+    With `shots` (few-shot), the template's system turns come first, then each example as the
+    template's other turns asked about the example's image (parts `{"type": "image",
+    "image_id": ...}`) and answered by an assistant turn in `examples.answer`'s format, then the
+    item itself.
+    """
+    if not shots:
+        return _turns(template, template.messages, question, options)
+    system = [m for m in template.messages if m["role"] == "system"]
+    asked = [m for m in template.messages if m["role"] != "system"]
+    messages = _turns(template, system, question, options)
+    for shot in shots:
+        messages += _turns(template, asked, shot.question, shot.options, shot.image_id)
+        answer = template.examples["answer"].format(letter=shot.gold_letter,
+                                                    text=shot.options[shot.gold_letter])
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+    return messages + _turns(template, asked, question, options)
+
+
+@dataclass(frozen=True)
+class Shot:
+    """One worked example as a prompt shows it: its image (by id), question, options, gold."""
+
+    image_id: str
+    question: str
+    options: dict[str, str]
+    gold_letter: str
+
+
+def _turns(template: Template, turns, question: str, options: dict[str, str],
+           image_id: str | None = None) -> list[dict[str, Any]]:
     lines = template.option_separator.join(
         template.option_format.format(letter=letter, text=text) for letter, text in options.items()
     )
     values = {"question": question, "options": lines, "letters": ", ".join(options)}
+    image = {"type": "image", "image_id": image_id} if image_id else {"type": "image"}
     messages = []
-    for msg in template.messages:
+    for msg in turns:
         content = [
             {"type": "text", "text": part["text"].format(**values)} if part["type"] == "text"
-            else {"type": "image"}
+            else dict(image)
             for part in msg["content"]
         ]
         messages.append({"role": msg["role"], "content": content})

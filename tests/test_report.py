@@ -35,8 +35,10 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 def pct_pm(stat: dict, clustered: bool = False) -> str:
-    pm = stat["cluster_pm"] if clustered else stat["pm"]
-    return f"{100 * stat['accuracy']:.2f} ± {100 * pm:.2f}"
+    if clustered:
+        return (f"{100 * stat['accuracy']:.2f} [{100 * stat['cluster_ci_low']:.2f}, "
+                f"{100 * stat['cluster_ci_high']:.2f}]")
+    return f"{100 * stat['accuracy']:.2f} ± {100 * stat['pm']:.2f}"
 
 
 def outcome_of(record: dict) -> str:

@@ -13,11 +13,11 @@ from harness.score.stats import cluster_bootstrap, holm, item_bootstrap, paired_
 def test_cluster_bootstrap_by_hand_is_wider_than_the_item_bootstrap():
     # Image A has one question (right), image B three (all wrong): mean 1/4.
     # Resampling 2 images: AA → 1 (p ¼), AB → ¼ (p ½), BB → 0 (p ¼); quantiles 0 and 1, so the
-    # basic CI is [2·¼ − 1, 2·¼ − 0] = [−½, ½].
+    # percentile CI is [0, 1] (the basic one, [2·¼ − 1, 2·¼ − 0] = [−½, ½], would leave [0, 1]).
     values, images = np.array([1, 0, 0, 0]), np.array(["A", "B", "B", "B"])
     clustered = cluster_bootstrap(values, images, seed=0)
     assert clustered["mean"] == 0.25 and clustered["n_clusters"] == 2
-    assert clustered["ci_low"] == pytest.approx(-0.5) and clustered["ci_high"] == pytest.approx(0.5)
+    assert clustered["ci_low"] == pytest.approx(0.0) and clustered["ci_high"] == pytest.approx(1.0)
     # Items alone: Binomial(4, ¼)/4 has quantiles 0 and ¾, so [−¼, ½]: narrower.
     items = item_bootstrap(values, seed=0)
     assert items["ci_low"] == pytest.approx(-0.25) and items["ci_high"] == pytest.approx(0.5)
@@ -32,11 +32,13 @@ def test_clustering_widens_the_ci_by_the_square_root_of_the_cluster_size():
     images = np.repeat(np.arange(400), 5)
     clustered = cluster_bootstrap(values, images, n_resamples=4000, seed=1)
     items = item_bootstrap(values, n_resamples=4000, seed=1)
-    assert clustered["pm"] / items["pm"] == pytest.approx(5 ** 0.5, rel=0.12)
+    width = clustered["ci_high"] - clustered["ci_low"]
+    assert width / (items["ci_high"] - items["ci_low"]) == pytest.approx(5 ** 0.5, rel=0.12)
     # when every image has one question the two bootstraps agree
     single = cluster_bootstrap(values[::5], images[::5], n_resamples=4000, seed=1)
-    assert single["pm"] == pytest.approx(item_bootstrap(values[::5], n_resamples=4000)["pm"],
-                                         rel=0.12)
+    one = item_bootstrap(values[::5], n_resamples=4000)
+    assert single["ci_high"] - single["ci_low"] == pytest.approx(one["ci_high"] - one["ci_low"],
+                                                                 rel=0.12)
 
 
 def test_cluster_bootstrap_matches_naive_resampling_of_images():
@@ -50,8 +52,8 @@ def test_cluster_bootstrap_matches_naive_resampling_of_images():
     picks = rng.integers(0, 300, size=(4000, 300))
     naive = sums[picks].sum(axis=1) / counts[picks].sum(axis=1)
     lo, hi = np.quantile(naive, [0.025, 0.975])
-    assert fast["ci_low"] == pytest.approx(2 * fast["mean"] - hi, abs=0.01)
-    assert fast["ci_high"] == pytest.approx(2 * fast["mean"] - lo, abs=0.01)
+    assert fast["ci_low"] == pytest.approx(lo, abs=0.01)
+    assert fast["ci_high"] == pytest.approx(hi, abs=0.01)
     assert cluster_bootstrap(values, images, seed=9) == cluster_bootstrap(values, images, seed=9)
 
 
@@ -106,7 +108,7 @@ def test_summary_reports_both_cis_and_chance_for_the_item_mix():
     assert coarse["chance"] == pytest.approx(np.mean([1 / (2 + n % 2) for n in range(8)]))
     assert coarse["accuracy"] == pytest.approx(3 / 8)
     assert {"ci_low", "ci_high", "pm", "cluster_ci_low", "cluster_ci_high",
-            "cluster_pm"} <= set(coarse)
+            "cluster_ci_method"} <= set(coarse)
 
 
 def test_circular_summary_needs_every_rotation_right():
@@ -128,3 +130,37 @@ def test_circular_summary_needs_every_rotation_right():
     bias = summary["letter_bias"]["letters"]
     assert bias["A"] == {"gold": 7, "predicted": 6, "correct": 6}
     assert bias["B"] == {"gold": 0, "predicted": 1, "correct": 0}
+
+
+def test_only_the_papers_interval_leaves_0_1_on_small_groups():
+    # The example: a group of 6 questions at 16.7%. The paper's basic interval goes below
+    # zero (kept as the paper computes it); every other interval stays inside [0, 1].
+    values = np.array([1, 0, 0, 0, 0, 0])
+    paper = item_bootstrap(values, seed=0)
+    assert paper["ci_low"] < 0
+    stat = summarize([_record(f"i{n}", f"img{n}", bool(v)) for n, v in enumerate(values)]
+                     )["scorers"]["robust"]["coarse"]
+    assert stat["ci_low"] == paper["ci_low"] and stat["pm"] == paper["pm"]
+    assert stat["cluster_ci_method"] == "wilson"
+    assert 0 <= stat["cluster_ci_low"] < 1 / 6 < stat["cluster_ci_high"] <= 1
+    # all wrong or all right: Wilson's interval is not empty, and still inside [0, 1]
+    for outcome in (0, 1):
+        s = summarize([_record(f"i{n}", f"img{n}", bool(outcome)) for n in range(6)]
+                      )["scorers"]["robust"]["coarse"]
+        assert 0 <= s["cluster_ci_low"] < s["cluster_ci_high"] <= 1
+    # many small random groups, clustered or not: the percentile interval never leaves [0, 1]
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        n = int(rng.integers(1, 40))
+        v, img = rng.random(n) < rng.random(), rng.integers(0, max(1, n // 2), size=n)
+        ci = cluster_bootstrap(v, img, seed=1)
+        assert 0 <= ci["ci_low"] <= ci["mean"] <= ci["ci_high"] <= 1
+
+
+def test_wilson_interval_by_hand():
+    from harness.score.stats import wilson_interval
+    # 1 of 6: p = 1/6, z = 1.95996; centre (p + z²/12)/(1 + z²/6), as in any textbook table
+    low, high = wilson_interval(1, 6)
+    assert (round(low, 4), round(high, 4)) == (0.0301, 0.5635)
+    assert wilson_interval(0, 10)[0] == pytest.approx(0.0, abs=1e-12)
+    assert wilson_interval(10, 10)[1] == pytest.approx(1.0, abs=1e-12)

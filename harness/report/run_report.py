@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from harness.data.items import COARSE_TYPES, image_bytes_of, image_id_of
 from harness.data.sources import DatasetSource, iter_rows, parquet_files, resolve_source
 from harness.report.results import MANIFEST, SUMMARY_JSON, latest_records, read_json, write_text
-from harness.report.tables import fmt, pct
+from harness.report.tables import fmt, interval, pct
 from harness.score.parsing import INVALID_PREFIX
 
 REPORT_HTML = "report.html"
@@ -379,7 +379,7 @@ def _breakdown(scorers: dict[str, Any]) -> str:
     for g, stat in robust.items():
         rows.append([html.escape(group_label(g)), str(stat["n"]),
                      _stat_cell(official.get(g), "official", g), _stat_cell(stat, "robust", g),
-                     f"[{pct(stat['cluster_ci_low'])}, {pct(stat['cluster_ci_high'])}]",
+                     interval(stat),
                      pct(stat["chance"])])
     return table(["group", "n", "official", "robust", "robust 95% CI by image", "chance"], rows,
                  "breakdown")
@@ -387,9 +387,11 @@ def _breakdown(scorers: dict[str, Any]) -> str:
 
 def _results_sections(summary: dict[str, Any]) -> str:
     out = _section("Accuracy (paper layout)", (
-        "<p>Accuracy % ± 95% bootstrap CI: the paper's basic interval over questions, and the "
-        "interval from resampling whole images (several questions share a micrograph, so it is "
-        "the honest one). Chance is the mean of 1/number of options over the same items.</p>"
+        "<p>Accuracy % ± 95% bootstrap CI: the paper's basic interval over questions (as the "
+        "paper computes it; on small groups it can leave [0, 100]), and [low, high] from "
+        "resampling whole images (percentile bootstrap, Wilson's interval below 20 images; "
+        "several questions share a micrograph, so it is the honest one, and it stays inside "
+        "[0, 100]). Chance is the mean of 1/number of options over the same items.</p>"
         + _headline(summary["scorers"])), "accuracy")
     out += _section("Every group", _breakdown(summary["scorers"]), "groups")
     if summary.get("circular"):

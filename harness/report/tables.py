@@ -7,11 +7,18 @@ from harness.data.items import COARSE_TYPES, FINE_TOTAL_EXCLUDED
 
 
 def fmt(stat: dict[str, Any] | None, clustered: bool = False) -> str:
-    """`62.68 ± 0.35` in percent, as Table 1 prints it."""
+    """`62.68 ± 0.35` in percent, as Table 1 prints it (the paper's interval); clustered:
+    `62.68 [61.90, 63.41]`, the interval by image, which is not symmetric."""
     if not stat or stat.get("accuracy") is None:
         return "–"
-    pm = stat["cluster_pm"] if clustered else stat["pm"]
-    return f"{100 * stat['accuracy']:.2f} ± {100 * pm:.2f}"
+    if clustered:
+        return f"{100 * stat['accuracy']:.2f} {interval(stat)}"
+    return f"{100 * stat['accuracy']:.2f} ± {100 * stat['pm']:.2f}"
+
+
+def interval(stat: dict[str, Any]) -> str:
+    """`[61.90, 63.41]`: the clustered CI of a group's accuracy, in percent."""
+    return f"[{pct(stat.get('cluster_ci_low'))}, {pct(stat.get('cluster_ci_high'))}]"
 
 
 def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = None) -> str:
@@ -28,7 +35,9 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
         f"{summary['n_scored']} items scored, {summary['n_errors']} errors (not scored), "
         f"invalid rate {pct(summary['invalid_rate'])}, {summary['n_data_warnings']} data warnings.",
         "",
-        "Accuracy % ± 95% bootstrap CI (basic, over items, as in the paper); "
+        "Accuracy % ± 95% bootstrap CI (basic, over items, as in the paper; on small groups it can "
+        "leave [0, 1]); the clustered CI below is [low, high] from a percentile bootstrap over "
+        "images (Wilson below 20 images), always inside [0, 1]; "
         f"fine excludes {', '.join(FINE_TOTAL_EXCLUDED)}.",
         "",
     ]

@@ -35,6 +35,8 @@ def request_key(identity: dict[str, Any], request: ChatRequest) -> str:
     image = (request.image_url_sha256 or hashlib.sha256(url.encode()).hexdigest()) if url else None
     payload = {"adapter": identity, "messages": request.messages, "image_sha256": image,
                "params": request.params.as_dict()}
+    if request.example_images:  # few-shot: the examples' images by content, not only by id
+        payload["example_images"] = {k: v.url_sha256 for k, v in request.example_images.items()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -7,6 +7,7 @@ is written at once, so a re-run of the same command resumes where the last one s
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import sys
 import time
@@ -46,6 +47,8 @@ from harness.report.results import (
 from harness.run.cache import CachedAdapter, ResponseCache
 from harness.run.concurrency import AdaptiveConcurrency, ConcurrencyController
 from harness.run.feed import encoded_batches
+from harness.run.fewshot import ExamplePool, ExamplePoolError, build_pool, pool_source
+from harness.run.fewshot import describe as describe_pool
 from harness.run.retry import RetryPolicy
 from harness.score.judge import Judge
 from harness.score.parsing import parse_answer
@@ -54,6 +57,10 @@ from harness.servers.vllm_server import ManagedServer, ServerStartError, managed
 
 ABORT_AFTER_SAME_FAILURES = 8
 RUN_LOG = "run.log"
+# Which run a log line belongs to, so that runs sharing one event loop (a study's cells on
+# different servers) each write only their own run.log.
+_CURRENT_RUN: contextvars.ContextVar[object | None] = contextvars.ContextVar("ubench_run",
+                                                                             default=None)
 
 log = logging.getLogger("ubench")
 
@@ -127,6 +134,7 @@ class Variant:
     template: Template
     writer: SampleWriter
     done: set[str]
+    pool: ExamplePool | None = None  # few-shot templates: their examples
 
 
 def run(config: RunConfig) -> dict[str, Any]:
@@ -181,6 +189,7 @@ def _managed_server(config: RunConfig) -> Iterator[ManagedServer | None]:
 
 async def _run(config: RunConfig, specs: list[tuple[str, Path]],
                server: ManagedServer | None = None) -> list[dict[str, Any]]:
+    _CURRENT_RUN.set(object())
     source = resolve_source(config.dataset, config.revision)
     try:
         templates = [load_template(prompt) for prompt, _ in specs]
@@ -198,10 +207,13 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
         adapter = AdaptiveConcurrency(adapter, ConcurrencyController(config.concurrency))
     outs = [out for _, out in specs]
     judge = _make_judge(config)
+    pools = await asyncio.to_thread(_example_pools, templates, source, config)
     done = []
-    for template, out in zip(templates, outs):
+    for template, out, pool in zip(templates, outs, pools):
         manifest = build_manifest(config, source.describe(), template, adapter, server)
         manifest["judge"] = judge.describe() if judge else None
+        if pool is not None:
+            manifest["examples"] = describe_pool(pool)
         done.append(prepare_output(out, manifest, config.force))
         write_json(out / MANIFEST, manifest)
     handlers = [_log_to(out / RUN_LOG) for out in outs]
@@ -216,8 +228,8 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
     total = asyncio.to_thread(_count_items, source, config, len(templates))
     try:
         with ExitStack() as stack:
-            variants = [Variant(t, stack.enter_context(SampleWriter(out / SAMPLES)), d)
-                        for t, out, d in zip(templates, outs, done)]
+            variants = [Variant(t, stack.enter_context(SampleWriter(out / SAMPLES)), d, pool)
+                        for t, out, d, pool in zip(templates, outs, done, pools)]
             await _pipeline(config, _examples(source, config), variants, adapter, progress,
                             total, judge)
     except asyncio.CancelledError:
@@ -234,6 +246,18 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
             log.removeHandler(handler)
             handler.close()
     return [finalize(out) for out in outs]
+
+
+def _example_pools(templates: list[Template], source,
+                   config: RunConfig) -> list[ExamplePool | None]:
+    """Each few-shot template's bank of examples (read and encoded once, before any request)."""
+    try:
+        return [build_pool(t, pool_source(t, source), datasets=config.datasets,
+                           include_excluded=config.include_excluded,
+                           encode=lambda example: _encode(example, config))
+                if t.examples else None for t in templates]
+    except ExamplePoolError as exc:
+        raise RunError(str(exc)) from None
 
 
 def _examples(source, config: RunConfig, columns: list[str] | None = None):
@@ -259,6 +283,8 @@ def _log_to(path: Path) -> logging.Handler:
     """What the run logs goes to run.log in each output folder (never request payloads)."""
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    owner = _CURRENT_RUN.get()
+    handler.addFilter(lambda record: _CURRENT_RUN.get() is owner)
     log.setLevel(logging.INFO)
     log.addHandler(handler)
     return handler
@@ -347,7 +373,7 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
             if abort:
                 continue  # drain: the run is stopping
             record = await _evaluate(item, image, image_error, variant.template, adapter, config,
-                                     policy, on_retry)
+                                     policy, on_retry, variant.pool)
             if judge:
                 await judge.review(record, item.question)
             emit(variant.writer, record)
@@ -388,7 +414,7 @@ def _encode(example: Example, config: RunConfig):
 
 async def _evaluate(item: Item, image, image_error: str | None, template: Template,
                     adapter: Adapter, config: RunConfig, policy: RetryPolicy,
-                    on_retry) -> dict[str, Any]:
+                    on_retry, pool: ExamplePool | None = None) -> dict[str, Any]:
     record = base_record(item, template)
     if item.problem or image_error:
         problem = item.problem or image_error
@@ -397,8 +423,19 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
                            "message": f"item {item.item_id}: {problem}"}
         log.warning("skipped %s", record["error"]["message"])
         return record
+    chosen, example_images = [], None
+    if pool is not None:
+        try:
+            chosen = pool.choose(item, image.sha256)
+        except ExamplePoolError as exc:
+            record["error"] = {"type": "bad_input", "status": None, "attempts": 0,
+                               "field": "examples", "message": f"item {item.item_id}: {exc}"}
+            log.warning("skipped %s", record["error"]["message"])
+            return record
+        record["examples"] = [e.item.item_id for e in chosen]
+        example_images = pool.example_images(chosen)
     try:
-        messages = render(template, item.question, item.option_map)
+        messages = render(template, item.question, item.option_map, [e.shot() for e in chosen])
     except (KeyError, ValueError, IndexError) as exc:
         record["error"] = {"type": "bad_input", "status": None, "attempts": 0,
                            "field": "template",
@@ -409,7 +446,7 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
     record["prompt"] = messages
     record["image"] = image.describe()
     request = ChatRequest(item.item_id, messages, image.data_url, config.params, item.letters,
-                          image.url_sha256)
+                          image.url_sha256, example_images)
     try:
         response = await policy.call(lambda: adapter.complete(request),
                                      lambda exc: on_retry(item.item_id, exc))

@@ -19,7 +19,13 @@ from harness.data.items import (
 )
 from harness.data.options_order import ROTATION_SEP
 from harness.score.parsing import INVALID_PREFIX
-from harness.score.stats import cluster_bootstrap, cluster_codes, item_bootstrap
+from harness.score.stats import cluster_bootstrap, cluster_codes, item_bootstrap, wilson_interval
+
+# Below this many images a bootstrap sees too few distinct resamples; Wilson's interval, counting
+# images as the sample size (conservative when images carry several questions), is used instead.
+WILSON_BELOW_IMAGES = 20
+CLUSTER_CI_METHOD = (f"percentile bootstrap over images; Wilson score interval (n = images) for "
+                     f"groups of fewer than {WILSON_BELOW_IMAGES} images")
 
 SCORERS = {"official": "correct_official", "robust": "correct"}
 
@@ -34,11 +40,20 @@ def official_correct(response: str, gold_letter: str, gold_text: str) -> bool:
 def _stat(correct: np.ndarray, images: np.ndarray, chances: np.ndarray,
           seed: int) -> dict[str, Any]:
     out = item_bootstrap(correct, seed=seed)
-    clustered = cluster_bootstrap(correct, images, seed=seed)
-    out.update({"cluster_ci_low": clustered["ci_low"], "cluster_ci_high": clustered["ci_high"],
-                "cluster_pm": clustered["pm"]})
+    out.update(clustered_interval(correct, images, seed))
     out["chance"] = float(chances.mean()) if chances.size else None
     return out
+
+
+def clustered_interval(correct: np.ndarray, images: np.ndarray, seed: int) -> dict[str, Any]:
+    """The accuracy's 95% CI respecting images, inside [0, 1] (see CLUSTER_CI_METHOD)."""
+    clustered = cluster_bootstrap(correct, images, seed=seed)
+    k = clustered["n_clusters"]
+    if 0 < k < WILSON_BELOW_IMAGES:
+        low, high = wilson_interval(float(np.sum(correct)) * k / correct.size, k)
+        return {"cluster_ci_low": low, "cluster_ci_high": high, "cluster_ci_method": "wilson"}
+    return {"cluster_ci_low": clustered["ci_low"], "cluster_ci_high": clustered["ci_high"],
+            "cluster_ci_method": "percentile" if k else None}
 
 
 def chance(record: dict[str, Any]) -> float:
@@ -113,7 +128,8 @@ def summarize(records: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, 
         "rules": rules,
         "scorers": scorers,
         "letter_bias": letter_bias(scored),
-        "bootstrap": {"method": "basic", "n_resamples": 1000, "seed": seed, "alpha": 0.05},
+        "bootstrap": {"method": "basic", "n_resamples": 1000, "seed": seed, "alpha": 0.05,
+                      "clustered_method": CLUSTER_CI_METHOD},
     }
     if any(r.get("rotation") is not None for r in records):
         summary["circular"] = circular(records, seed)

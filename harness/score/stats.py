@@ -1,8 +1,11 @@
 """Accuracy with bootstrap confidence intervals, paired tests and multiple-comparison correction.
 
 `item_bootstrap` is the paper's method (items resampled independently, basic interval, ± as
-|CI_high − mean|). Several questions share one micrograph, so `cluster_bootstrap` resamples whole
-images, which gives honest (wider) intervals. `paired_test` compares two runs on the same items
+|CI_high − mean|), kept exactly for the paper's column. The basic interval (2·mean − quantile) can
+leave [0, 1] on small groups (6 questions at 16.7% give −16.7% to 33.3%), so everything else uses
+intervals that cannot: several questions share one micrograph, so `cluster_bootstrap` resamples
+whole images and takes the percentile interval (honest, wider), and `wilson_interval` serves groups
+too small for a bootstrap to mean much. `paired_test` compares two runs on the same items
 by swapping their answers image by image (exact; McNemar's exact test when every image has one
 question), and `holm` adjusts a family of p-values.
 """
@@ -16,6 +19,24 @@ N_RESAMPLES = 1000
 def _basic_interval(mean: float, resampled: np.ndarray, alpha: float) -> tuple[float, float]:
     lo_q, hi_q = np.quantile(resampled, [alpha / 2, 1 - alpha / 2])
     return 2 * mean - hi_q, 2 * mean - lo_q
+
+
+def _percentile_interval(resampled: np.ndarray, alpha: float) -> tuple[float, float]:
+    lo_q, hi_q = np.quantile(resampled, [alpha / 2, 1 - alpha / 2])
+    return float(lo_q), float(hi_q)
+
+
+def wilson_interval(successes: float, n: float, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson's score interval for a proportion: inside [0, 1], and not empty at 0% or 100%."""
+    if n <= 0:
+        return 0.0, 1.0
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(1 - alpha / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 def item_bootstrap(correct: np.ndarray, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
@@ -45,7 +66,10 @@ def cluster_codes(clusters: np.ndarray) -> np.ndarray:
 def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, *,
                       n_resamples: int = N_RESAMPLES, seed: int = 0,
                       alpha: float = 0.05) -> dict[str, float]:
-    """Pooled mean with a basic bootstrap CI that resamples clusters (images) whole.
+    """Pooled mean with a percentile bootstrap CI that resamples clusters (images) whole.
+
+    The percentile interval lies inside the range of the resampled means, so an accuracy's stays
+    in [0, 1] and a difference's in [−1, 1].
 
     A resample draws k of the k clusters with replacement. Clusters with the same (size, sum) are
     interchangeable, and with 0/1 outcomes there are only a few dozen such types, so a resample is
@@ -53,7 +77,7 @@ def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, *,
     """
     values = np.asarray(values, dtype=float)
     if values.size == 0:
-        return {"n_clusters": 0, "mean": None, "ci_low": None, "ci_high": None, "pm": None}
+        return {"n_clusters": 0, "mean": None, "ci_low": None, "ci_high": None}
     codes = cluster_codes(clusters)
     k = int(codes.max()) + 1
     sums = np.bincount(codes, weights=values, minlength=k)
@@ -63,9 +87,8 @@ def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, *,
     draws = rng.multinomial(k, counts / k, size=n_resamples).astype(float)
     resampled = (draws @ types[0]) / (draws @ types[1])
     mean = float(sums.sum() / sizes.sum())
-    low, high = _basic_interval(mean, resampled, alpha)
-    return {"n_clusters": k, "mean": mean, "ci_low": float(low), "ci_high": float(high),
-            "pm": float(abs(high - mean))}
+    low, high = _percentile_interval(resampled, alpha)
+    return {"n_clusters": k, "mean": mean, "ci_low": low, "ci_high": high}
 
 
 def paired_test(a: np.ndarray, b: np.ndarray, clusters: np.ndarray) -> float:
@@ -119,3 +142,45 @@ def holm(p_values: list[float]) -> list[float]:
     adjusted = np.empty(m)
     adjusted[order] = stepped
     return adjusted.tolist()
+
+
+def kendall_tau(x: list[float], y: list[float]) -> float | None:
+    """Kendall's τ-b between two rankings given as scores (ties allowed); None when either is all
+    ties (a ranking of one model, or every model equal)."""
+    n = len(x)
+    concordant = discordant = tied_x = tied_y = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+            tied_x += dx == 0
+            tied_y += dy == 0
+            concordant += dx * dy > 0
+            discordant += dx * dy < 0
+    pairs = n * (n - 1) // 2
+    denominator = np.sqrt(float((pairs - tied_x) * (pairs - tied_y)))
+    return float((concordant - discordant) / denominator) if denominator else None
+
+
+def spread_bootstrap(outcomes: np.ndarray, clusters: np.ndarray, *,
+                     n_resamples: int = N_RESAMPLES, seed: int = 0,
+                     alpha: float = 0.05) -> dict[str, float]:
+    """The spread (max − min) of the accuracies of several variants (rows of `outcomes`) on the
+    same items, with a percentile CI that resamples images whole, jointly for every variant (the
+    variants answered the same images, so their accuracies move together)."""
+    outcomes = np.asarray(outcomes, dtype=float)
+    if outcomes.ndim != 2 or outcomes.shape[1] == 0 or outcomes.shape[0] < 2:
+        return {"spread": None, "ci_low": None, "ci_high": None, "n": 0}
+    codes = cluster_codes(clusters)
+    k = int(codes.max()) + 1
+    sums = np.stack([np.bincount(codes, weights=row, minlength=k) for row in outcomes])
+    sizes = np.bincount(codes, minlength=k).astype(float)
+    accuracy = sums.sum(axis=1) / sizes.sum()
+    rng = np.random.default_rng(seed)
+    spreads = []
+    for start in range(0, n_resamples, 100):  # 100 resamples at a time bounds the memory
+        draws = rng.multinomial(k, np.full(k, 1 / k), size=min(100, n_resamples - start))
+        resampled = (draws @ sums.T) / (draws @ sizes)[:, None]
+        spreads.append(resampled.max(axis=1) - resampled.min(axis=1))
+    low, high = _percentile_interval(np.concatenate(spreads), alpha)
+    return {"spread": float(accuracy.max() - accuracy.min()), "ci_low": low, "ci_high": high,
+            "n": int(outcomes.shape[1]), "n_images": k}

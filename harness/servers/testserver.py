@@ -23,6 +23,21 @@ from aiohttp import web
 
 Responder = Callable[[dict[str, Any]], str]
 _OPTION_LINE = re.compile(r"^\(?([A-H])[\)\.]\s", re.M)
+_OPTION_TEXT = re.compile(r"^\(?([A-H])[\)\.]\s+(.+)$", re.M)
+# How chat VLMs actually answer (each read by the parser): `mixed` picks one per request.
+MIXED_FORMATS = (
+    "{letter}",
+    "{letter}) {text}",
+    "**{letter}**",
+    "The answer is ({letter}).",
+    "Answer: {letter}",
+    "Looking at the morphology and the staining pattern, this is most consistent with {text}.\n\n"
+    "ANSWER: {letter}",
+    "<think>The image shows {text}-like features.</think>\n{letter}",
+    "It is {text}.",
+    "{letter}. {text} - the features visible in the micrograph match this option best.",
+    "I cannot determine this from the image alone.",
+)
 
 
 def request_key(text: str, image_url: str | None) -> str:
@@ -47,12 +62,29 @@ def prompt_parts(body: dict[str, Any]) -> tuple[str, str | None]:
     return "\n".join(texts), image
 
 
+def last_user_text(body: dict[str, Any]) -> str:
+    """The text of the last user turn: the question asked now (few-shot turns come before)."""
+    for msg in reversed(body.get("messages", [])):
+        if msg.get("role") == "user":
+            content = msg.get("content")
+            return content if isinstance(content, str) else "\n".join(
+                p.get("text", "") for p in content or [] if p.get("type") == "text")
+    return ""
+
+
+def by_model(styles: dict[str, str], default: Responder) -> Responder:
+    """Answer each served model name in its own style (one server standing in for several)."""
+    responders = {name: make_responder(style) for name, style in styles.items()}
+    return lambda body: responders.get(body.get("model"), default)(body)
+
+
 def option_letters(text: str) -> list[str]:
     return _OPTION_LINE.findall(text) or ["A"]
 
 
 def make_responder(style: str, answers: dict[str, str] | None = None) -> Responder:
-    """Named answering styles: `letter:X`, `first`, `random[:SEED]`, `cot`, `answers` (by key)."""
+    """Named answering styles: `letter:X`, `first`, `random[:SEED]`, `cot`, `mixed[:SEED]` (a
+    seeded choice in a realistic format drawn from MIXED_FORMATS), `answers` (by key)."""
     name, _, arg = style.partition(":")
     if name == "letter":
         return lambda body: arg or "A"
@@ -73,6 +105,17 @@ def make_responder(style: str, answers: dict[str, str] | None = None) -> Respond
                     f"The morphology fits best with the last listed choice.\n"
                     f"The answer is ({letters[-1]}).")
         return think
+    if name == "mixed":  # varied realistic formats around a seeded random choice
+        seed = int(arg or 0)
+
+        def varied(body: dict[str, Any]) -> str:
+            text, image = prompt_parts(body)
+            last = last_user_text(body)
+            options = dict(_OPTION_TEXT.findall(last)) or {"A": "the first option"}
+            rng = random.Random(f"{seed}:{request_key(text, image)}")
+            letter = rng.choice(sorted(options))
+            return rng.choice(MIXED_FORMATS).format(letter=letter, text=options[letter].strip())
+        return varied
     if name == "answers":
         table = answers or {}
         return lambda body: table.get(request_key(*prompt_parts(body)), "I am not sure.")
@@ -197,8 +240,11 @@ class TestServer:
     __test__ = False  # not a pytest test class
 
     def __init__(self, style: str | Responder = "random", *, latency_s: float = 0.0,
-                 answers: dict[str, str] | None = None, port: int = 0, **faults: Any):
+                 answers: dict[str, str] | None = None, port: int = 0,
+                 model_styles: dict[str, str] | None = None, **faults: Any):
         responder = style if callable(style) else make_responder(style, answers)
+        if model_styles:
+            responder = by_model(model_styles, responder)
         self.behaviour = Behaviour(responder, latency_s, **faults)
         self.stats = Stats()
         self._port = port
@@ -245,12 +291,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--style", default="random")
+    parser.add_argument("--model-style", action="append", default=[], metavar="NAME=STYLE",
+                        help="answer requests for model NAME in STYLE (repeatable)")
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--fault-rate", type=float, default=0.0)
     parser.add_argument("--faults", default=",".join(FAULTS), help="comma list of " + ", ".join(FAULTS))
     parser.add_argument("--hang", type=float, default=30.0, help="seconds a 'hang' fault stalls")
     args = parser.parse_args(argv)
+    model_styles = dict(item.split("=", 1) for item in args.model_style)
     server = TestServer(args.style, latency_s=args.latency, port=args.port,
+                        model_styles=model_styles,
                         fault_rate=args.fault_rate, faults=tuple(args.faults.split(",")),
                         hang_s=args.hang).start()
     print(server.base_url, flush=True)

@@ -1,0 +1,128 @@
+"""Run a study: every cell of models × templates × answer modes × option orders × seeds.
+
+A cell is one model, template, answer mode, option order and seed, and its folder is a normal run
+folder: `<study>/runs/<model>/<condition>/<template>/`. The templates of one model and condition
+run in one pipeline (each image read and encoded once for all of them), pipelines on the same
+server one after another, pipelines on different servers at the same time on one event loop,
+each with the model's own concurrency. Every cell resumes on its own, so re-running the study
+sends only what is missing.
+"""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.data.sources import resolve_source
+from harness.prompts import load_template
+from harness.report.results import SAMPLES, read_samples
+from harness.run.runner import RunConfig, RunError, _count_items, _managed_server, _run
+from harness.run.study_file import ModelEntry, Study
+from harness.servers.vllm_server import ServerStartError
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """One model under one condition, with all the study's templates."""
+
+    model: ModelEntry
+    answer_mode: str
+    option_order: str
+    seed: int
+    folder: Path
+
+    @property
+    def condition(self) -> str:
+        return condition_name(self.answer_mode, self.option_order, self.seed)
+
+
+def condition_name(answer_mode: str, option_order: str, seed: int) -> str:
+    return f"{answer_mode}-{option_order.replace(':', '').replace('+', '-')}-seed{seed}"
+
+
+def pipelines(study: Study, output: Path) -> list[Pipeline]:
+    return [Pipeline(m, mode, order, seed,
+                     output / "runs" / m.label / condition_name(mode, order, seed))
+            for m in study.models for mode in study.answer_modes
+            for order in study.option_orders for seed in study.seeds]
+
+
+def template_names(study: Study) -> list[str]:
+    return [load_template(t).name for t in study.templates]
+
+
+def run_config(study: Study, pipe: Pipeline, *, progress: bool = False) -> RunConfig:
+    """The `ubench run` configuration of one pipeline."""
+    spec, gen = study.spec, study.spec.get("generation", {})
+    order = pipe.option_order
+    shuffle = int(order.split(":")[1].split("+")[0]) if order.startswith("shuffle:") else None
+    m = pipe.model
+    return RunConfig(
+        model=m.model, output=pipe.folder, dataset=spec.get("dataset", "sample"),
+        revision=spec.get("revision"), prompt=study.templates[0], base_url=m.base_url,
+        api_key_env=m.api_key_env, datasets=spec.get("datasets"),
+        question_types=spec.get("question_types"), limit=spec.get("limit"),
+        include_excluded=spec.get("include_excluded", False), concurrency=m.concurrency,
+        temperature=gen.get("temperature", 0.0), max_tokens=gen.get("max_tokens", 1024),
+        top_p=gen.get("top_p"), seed=pipe.seed, timeout=gen.get("timeout", 120.0),
+        max_attempts=gen.get("max_attempts", 6), shuffle_options=shuffle,
+        circular=order.endswith("circular"), progress=progress, serve=m.serve,
+        vllm_args=m.vllm_args, vllm_python=m.vllm_python,
+        command_line=[*sys.argv, f"(study cell {pipe.model.label}/{pipe.condition})"])
+
+
+def cells(study: Study, output: Path) -> list[dict[str, Any]]:
+    """Every cell with its folder and, for --dry-run, its request count and how many are done."""
+    names = template_names(study)
+    rows = []
+    for pipe in pipelines(study, output):
+        config = run_config(study, pipe)
+        total = _count_items(resolve_source(config.dataset, config.revision), config, 1)
+        for name in names:
+            folder = pipe.folder / name
+            done = ({r["item_id"] for r in read_samples(folder / SAMPLES) if not r.get("error")}
+                    if (folder / SAMPLES).exists() else set())
+            rows.append({"model": pipe.model.label, "spec": pipe.model.model, "template": name,
+                         "answer_mode": pipe.answer_mode, "option_order": pipe.option_order,
+                         "seed": pipe.seed, "server": pipe.model.server_key(),
+                         "folder": str(folder), "requests": total, "done": len(done)})
+    return rows
+
+
+def run_study(study: Study, output: Path, *, force: bool = False,
+              echo=print) -> list[dict[str, Any]]:
+    """Run (or resume) every cell; returns the cells as `cells` lists them."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    by_server: dict[str, list[Pipeline]] = {}
+    for pipe in pipelines(study, output):
+        by_server.setdefault(pipe.model.server_key(), []).append(pipe)
+
+    async def one_server(pipes: list[Pipeline], servers: dict[str, Any]) -> None:
+        names = template_names(study)
+        for pipe in pipes:
+            config = dataclasses.replace(run_config(study, pipe), force=force)
+            echo(f"cell {pipe.model.label} · {pipe.condition}: {', '.join(names)}")
+            await _run(config, [(t, pipe.folder / n) for t, n in zip(study.templates, names)],
+                       servers.get(pipe.model.label))
+            echo(f"done {pipe.model.label} · {pipe.condition}")
+
+    async def everything(servers: dict[str, Any]) -> None:
+        await asyncio.gather(*(one_server(p, servers) for p in by_server.values()))
+
+    with ExitStack() as stack:  # managed vLLM servers (serve: true), one per model, for the study
+        servers = {}
+        try:
+            for pipes in by_server.values():
+                if pipes[0].model.serve:
+                    config = dataclasses.replace(run_config(study, pipes[0]),
+                                                 output=pipes[0].folder.parent)
+                    servers[pipes[0].model.label] = stack.enter_context(_managed_server(config))
+        except ServerStartError as exc:
+            raise RunError(str(exc)) from None
+        asyncio.run(everything(servers))
+    return cells(study, output)
