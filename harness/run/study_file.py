@@ -182,9 +182,11 @@ def load_study(path: Path) -> Study:
             raise fail(["templates", i], str(exc)) from None
     names = [Path(t).stem if t.endswith((".yaml", ".yml")) else t for t in templates]
     for key, values in (("models", [m.label for m in models]), ("templates", names)):
-        if len(set(values)) != len(values):
-            raise fail([key], f"names the same {'label' if key == 'models' else 'template'} "
-                       "twice (give models distinct labels)")
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                where = [key, i, "label"] if key == "models" else [key, i]
+                raise fail(where, f"{value!r} appears twice" + (
+                    " (give the models distinct labels)" if key == "models" else ""))
     return Study(name=data["name"], path=path, spec=data, models=models,
                  templates=templates, answer_modes=list(modes),
                  option_orders=list(data.get("option_orders", ["stored"])),

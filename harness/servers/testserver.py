@@ -298,6 +298,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults", default=",".join(FAULTS), help="comma list of " + ", ".join(FAULTS))
     parser.add_argument("--hang", type=float, default=30.0, help="seconds a 'hang' fault stalls")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.model_style):
+        parser.error("--model-style takes NAME=STYLE, e.g. vlm-a=mixed")
     model_styles = dict(item.split("=", 1) for item in args.model_style)
     server = TestServer(args.style, latency_s=args.latency, port=args.port,
                         model_styles=model_styles,

@@ -1,0 +1,203 @@
+"""`ubench study`: the study file, the grid of run folders, resume after kill -9, and the study's
+statistics (leaderboard, spread, Kendall's τ, Holm across the study) against hand computation."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness.report.study import write_study
+from harness.score.scoring import summarize
+from harness.score.stats import kendall_tau
+from harness.servers.testserver import TestServer
+from tests.conftest import ROOT, read_jsonl, ubench
+
+TEMPLATES = ["official", "expert-microscopist", "official-paraphrase-2", "few-shot-3"]
+
+
+def study_file(folder: Path, url_a: str, url_b: str, *, limit: int = 40, extra: str = "") -> Path:
+    path = folder / "study.yaml"
+    path.write_text(f"""name: two-models
+dataset: sample
+limit: {limit}
+models:
+  - model: openai/vlm-mixed
+    label: vlm-mixed
+    base_url: {url_a}
+    concurrency: 2
+  - model: openai/vlm-first
+    label: vlm-first
+    base_url: {url_b}
+    concurrency: 2
+templates: [{', '.join(TEMPLATES)}]
+answer_modes: [free]
+option_orders: [stored]
+seeds: [0]
+{extra}""")
+    return path
+
+
+def cell_folders(out: Path) -> list[Path]:
+    return sorted(p.parent for p in (out / "runs").rglob("samples.jsonl"))
+
+
+def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().count("\n") >= n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError(f"{path} never reached {n} lines")
+
+
+def test_a_study_of_two_models_and_four_templates_resumes_after_kill_9(tmp_path):
+    # Two servers (one per model, different answer rules) run at the same time; the study is
+    # killed mid-way, re-run with the same command, and nothing recorded is asked again.
+    out = tmp_path / "study"
+    with TestServer("mixed", latency_s=0.03) as a, TestServer("first", latency_s=0.03) as b:
+        path = study_file(tmp_path, a.base_url, b.base_url)
+        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "study", str(path),
+                                 "--output", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        cell_b = out / "runs" / "vlm-first" / "free-stored-seed0" / "official" / "samples.jsonl"
+        _wait_for_lines(cell_b, 10, proc)
+        assert 0 < a.stats.requests < 4 * 40  # the other server's cells run at the same time
+        proc.kill()
+        proc.wait()
+        recorded = {str(f): {r["item_id"] for r in read_jsonl(f / "samples.jsonl")}
+                    for f in cell_folders(out)}
+        asked = a.stats.requests + b.stats.requests
+        assert sum(map(len, recorded.values())) < 2 * 4 * 40
+        dry = ubench("study", str(path), "--output", str(out), "--dry-run")
+        to_send = int(dry.stdout.strip().splitlines()[-1].split("; ")[1].split()[0])
+        ubench("study", str(path), "--output", str(out))
+        resent = a.stats.requests + b.stats.requests - asked
+    # kill -9 loses at most the requests in flight (2 per server); nothing recorded is re-asked
+    assert resent == to_send
+    assert max(a.stats.by_key.values()) <= 2 and max(b.stats.by_key.values()) <= 2
+    folders = cell_folders(out)
+    assert len(folders) == 8
+    for folder in folders:
+        records = read_jsonl(folder / "samples.jsonl")
+        assert len(records) == 40 and not any(r["error"] for r in records)
+        assert set(recorded.get(str(folder), set())) <= {r["item_id"] for r in records}
+        assert json.loads((folder / "manifest.json").read_text())["model"]["spec"] in (
+            "openai/vlm-mixed", "openai/vlm-first")
+    # the leaderboard holds exactly each cell's own summary
+    study = json.loads((out / "study.json").read_text())
+    assert len(study["leaderboard"]) == 8
+    for row in study["leaderboard"]:
+        summary = json.loads((Path(row["folder"]) / "summary.json").read_text())
+        for key in ("official/coarse", "official/fine", "robust/coarse", "robust/fine"):
+            scorer, group = key.split("/")
+            for field in ("n", "accuracy", "cluster_ci_low", "cluster_ci_high"):
+                assert row[key][field] == summary["scorers"][scorer][group][field]
+        assert row["metric"] == summary["scorers"]["robust"]["coarse"]["accuracy"]
+    few_shot = read_jsonl(out / "runs" / "vlm-first" / "free-stored-seed0" / "few-shot-3"
+                          / "samples.jsonl")
+    assert all(len(r["examples"]) == 3 for r in few_shot)
+    md = (out / "study.md").read_text()
+    assert "Leaderboard" in md and "Rank stability" in md and "heatmap.png" in md
+    assert (out / "heatmap.png").read_bytes()[:4] == b"\x89PNG"
+    assert "<table" in (out / "study.html").read_text()
+
+
+def _hand_made_run(folder: Path, model: str, template: str, accuracy: float) -> None:
+    """A run folder of 10 coarse questions, one per image, the first 10·accuracy right."""
+    folder.mkdir(parents=True)
+    right = round(10 * accuracy)
+    records = [{"item_id": f"img{i}:domain", "image_id": f"img{i}", "dataset": "kather_et_al_2016",
+                "question_type": "domain", "options": {"A": "x", "B": "y"}, "gold": "A",
+                "extracted": "A" if i < right else "B", "rule": "lone_letter",
+                "correct": i < right, "correct_official": i < right, "error": None,
+                "rotation": None} for i in range(10)]
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (folder / "manifest.json").write_text(json.dumps({
+        "model": {"spec": model}, "template": {"name": template}, "seed": 0,
+        "dataset": {"revision": "hand"}, "options_order": None}))
+    summary = summarize(records)
+    (folder / "summary.json").write_text(json.dumps(summary))
+
+
+ACCURACY = {  # template → accuracy of m1, m2, m3
+    "t1": [0.8, 0.5, 0.2],  # m1 > m2 > m3
+    "t2": [0.6, 0.7, 0.1],  # m2 > m1 > m3
+    "t3": [0.3, 0.4, 0.9],  # m3 > m2 > m1
+}
+
+
+def test_tau_spread_and_top_changes_match_hand_computation(tmp_path):
+    cells = []
+    for template, accuracies in ACCURACY.items():
+        for model, acc in zip(["m1", "m2", "m3"], accuracies):
+            folder = tmp_path / "runs" / model / "cond" / template
+            _hand_made_run(folder, model, template, acc)
+            cells.append({"model": model, "template": template, "answer_mode": "free",
+                          "option_order": "stored", "seed": 0, "folder": str(folder)})
+    result = write_study("hand", cells, {"scorer": "robust", "group": "coarse"}, tmp_path)
+    (stability,) = result["rank_stability"]
+    taus = {tuple(p["templates"]): p["tau"] for p in stability["pairs"]}
+    # t1 vs t2: (m1,m2) discordant, (m1,m3) and (m2,m3) concordant → (2 − 1)/3
+    assert taus[("t1", "t2")] == pytest.approx(1 / 3)
+    assert taus[("t1", "t3")] == pytest.approx(-1.0)  # t3 reverses t1
+    assert taus[("t2", "t3")] == pytest.approx(-1 / 3)
+    assert stability["mean_tau"] == pytest.approx((1 / 3 - 1 - 1 / 3) / 3)
+    assert stability["top_model"] == {"t1": ["m1"], "t2": ["m2"], "t3": ["m3"]}
+    assert stability["top_changes"] == 2 and stability["templates_compared"] == 2
+    spreads = {s["model"]: s for s in result["sensitivity"]}
+    for model, expected in (("m1", 0.8 - 0.3), ("m2", 0.7 - 0.4), ("m3", 0.9 - 0.1)):
+        s = spreads[model]
+        assert s["spread"] == pytest.approx(expected) and s["n"] == 10
+        assert 0 <= s["ci_low"] <= s["ci_high"] <= 1
+    assert spreads["m3"]["best_template"] == "t3" and spreads["m3"]["worst_template"] == "t2"
+    # the leaderboard is the runs' summaries; every interval outside the paper's stays in [0, 1]
+    for row in result["leaderboard"]:
+        acc = ACCURACY[row["template"]][int(row["model"][1]) - 1]
+        assert row["robust/coarse"]["accuracy"] == pytest.approx(acc)
+        assert 0 <= row["robust/coarse"]["cluster_ci_low"] <= acc
+        assert acc <= row["robust/coarse"]["cluster_ci_high"] <= 1
+    # Holm over the whole study: 3 models × 2 template comparisons + 3 templates × 2 model
+    # comparisons, on the one group these runs have (coarse)
+    tests = result["comparisons"]["tests"]
+    assert len(tests) == 12
+    p = np.array([t["p"] for t in tests])
+    order = np.argsort(p)
+    expected = np.minimum(1, np.maximum.accumulate((12 - np.arange(12)) * p[order]))
+    assert [tests[i]["p_holm_study"] for i in order] == pytest.approx(expected.tolist())
+    for t in tests:
+        assert -1 <= t["ci_low"] <= t["difference"] <= t["ci_high"] <= 1
+
+
+def test_kendall_tau_b_with_ties():
+    # pairs (0,1), (0,2) concordant; (1,2) tied in x: τ-b = 2 / √((3 − 1)(3 − 0))
+    assert kendall_tau([1, 2, 2], [1, 2, 3]) == pytest.approx(2 / 6 ** 0.5)
+    assert kendall_tau([1, 1], [1, 2]) is None
+    assert kendall_tau([3, 2, 1], [1, 2, 3]) == pytest.approx(-1)
+
+
+@pytest.mark.parametrize("old, new, line, message", [
+    ("", "", None, None),  # the file as written is valid
+    ("concurrency: 2", "concurrency: 0", 8, "models/0/concurrency"),
+    ("[free]", "[free, letter-probabilities]", 14, "answer_modes/1"),
+    ("[stored]", "[sorted]", 15, "option_orders/0"),
+    ("[official,", "[official, no-such-template,", 13, "templates/1"),
+    ("label: vlm-first", "label: vlm-mixed", 10, "models/1/label"),
+    ("limit: 40", "limit: forty", 3, "limit"),
+])
+def test_study_file_errors_name_the_line_and_field(tmp_path, old, new, line, message):
+    path = study_file(tmp_path, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1")
+    path.write_text(path.read_text().replace(old, new, 1))
+    proc = ubench("study", str(path), "--output", str(tmp_path / "out"), "--dry-run", check=False)
+    if message is None:
+        assert proc.returncode == 0 and "8 cells; 320 requests to send." in proc.stdout
+        return
+    assert proc.returncode != 0
+    assert f"{path}:{line}: field {message}" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
