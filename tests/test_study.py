@@ -12,7 +12,7 @@ import pytest
 
 from harness.report.study import write_study
 from harness.score.scoring import summarize
-from harness.score.stats import kendall_tau
+from harness.score.stats import kendall_tau, spread_bootstrap
 from harness.servers.testserver import TestServer
 from tests.conftest import ROOT, read_jsonl, ubench
 
@@ -157,6 +157,8 @@ def test_tau_spread_and_top_changes_match_hand_computation(tmp_path):
         assert s["spread"] == pytest.approx(expected) and s["n"] == 10
         assert 0 <= s["ci_low"] <= s["ci_high"] <= 1
     assert spreads["m3"]["best_template"] == "t3" and spreads["m3"]["worst_template"] == "t2"
+    assert spreads["m3"]["p_no_template_effect"] < 0.01  # 9 of 10 against 1 of 10: real
+
     # the leaderboard is the runs' summaries; every interval outside the paper's stays in [0, 1]
     for row in result["leaderboard"]:
         acc = ACCURACY[row["template"]][int(row["model"][1]) - 1]
@@ -201,3 +203,17 @@ def test_study_file_errors_name_the_line_and_field(tmp_path, old, new, line, mes
     assert proc.returncode != 0
     assert f"{path}:{line}: field {message}" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_spread_permutation_test_sees_no_effect_where_templates_do_not_matter():
+    # Four templates answering by coin flips: the spread is positive (and its CI excludes 0,
+    # since max − min of noisy accuracies is biased upwards), but the permutation test is not
+    # fooled; a template that is truly better is found.
+    rng = np.random.default_rng(4)
+    images = np.repeat(np.arange(60), 2)
+    noise = (rng.random((4, 120)) < 0.5).astype(float)
+    result = spread_bootstrap(noise, images, seed=1)
+    assert result["spread"] > 0 and result["p_no_template_effect"] > 0.05
+    better = noise.copy()
+    better[0] = rng.random(120) < 0.85
+    assert spread_bootstrap(better, images, seed=1)["p_no_template_effect"] < 0.01

@@ -107,7 +107,7 @@ def _sensitivity(folders: list[str], templates: list[str], metric: dict[str, str
     outcomes = np.array([[bool(run[i][key]) for i in ids] for run in runs], dtype=float)
     images = np.array([runs[0][i]["image_id"] for i in ids]) if ids else np.array([])
     result = spread_bootstrap(outcomes, images, seed=seed) if ids else {
-        "spread": None, "ci_low": None, "ci_high": None, "n": 0}
+        "spread": None, "ci_low": None, "ci_high": None, "p_no_template_effect": None, "n": 0}
     if ids:
         accuracy = outcomes.mean(axis=1)
         result["best_template"] = templates[int(accuracy.argmax())]
@@ -198,11 +198,16 @@ def _tables(result: dict[str, Any]) -> list[tuple[str, str, list[str], list[list
         out.append((f"Prompt sensitivity ({condition})",
                     f"Per model, the spread (max − min) of {metric} accuracy across templates in "
                     "percentage points, on the items every template scored, with a 95% CI "
-                    f"({result['intervals']['spread']}).",
-                    ["model", "n", "spread [95% CI]", "best template", "worst template"],
+                    f"({result['intervals']['spread']}). The spread of noisy accuracies is biased "
+                    "upwards, so its CI can exclude 0 when the templates make no difference; p "
+                    "is the share of permutations of the template labels within each image whose "
+                    "spread is at least as large (small p: the prompt matters).",
+                    ["model", "n", "spread [95% CI]", "p (no template effect)", "best template",
+                     "worst template"],
                     [[s["model"], str(s["n"]),
                       "–" if s["spread"] is None else
                       f"{100 * s['spread']:.2f} [{100 * s['ci_low']:.2f}, {100 * s['ci_high']:.2f}]",
+                      "–" if s["spread"] is None else f"{s['p_no_template_effect']:.3g}",
                       s.get("best_template", "–"), s.get("worst_template", "–")] for s in sens]))
         st = next(s for s in result["rank_stability"] if s["condition"] == condition)
         out.append((f"Rank stability ({condition})",

@@ -169,7 +169,8 @@ def spread_bootstrap(outcomes: np.ndarray, clusters: np.ndarray, *,
     variants answered the same images, so their accuracies move together)."""
     outcomes = np.asarray(outcomes, dtype=float)
     if outcomes.ndim != 2 or outcomes.shape[1] == 0 or outcomes.shape[0] < 2:
-        return {"spread": None, "ci_low": None, "ci_high": None, "n": 0}
+        return {"spread": None, "ci_low": None, "ci_high": None, "p_no_template_effect": None,
+                "n": 0}
     codes = cluster_codes(clusters)
     k = int(codes.max()) + 1
     sums = np.stack([np.bincount(codes, weights=row, minlength=k) for row in outcomes])
@@ -182,5 +183,15 @@ def spread_bootstrap(outcomes: np.ndarray, clusters: np.ndarray, *,
         resampled = (draws @ sums.T) / (draws @ sizes)[:, None]
         spreads.append(resampled.max(axis=1) - resampled.min(axis=1))
     low, high = _percentile_interval(np.concatenate(spreads), alpha)
-    return {"spread": float(accuracy.max() - accuracy.min()), "ci_low": low, "ci_high": high,
+    observed = float(accuracy.max() - accuracy.min())
+    # The spread of noisy accuracies is biased upwards (max − min of estimates exceeds that of the
+    # truths), so its CI can exclude 0 when templates do not matter. The permutation p-value asks
+    # the question directly: swap the templates' labels within each image (all its questions
+    # together) and see how often a spread this large arises with no template effect at all.
+    null = np.empty(n_resamples)
+    for i in range(n_resamples):
+        permuted = rng.permuted(sums, axis=0).sum(axis=1)
+        null[i] = (permuted.max() - permuted.min()) / sizes.sum()
+    p = float((1 + np.sum(null >= observed - 1e-12)) / (1 + n_resamples))
+    return {"spread": observed, "ci_low": low, "ci_high": high, "p_no_template_effect": p,
             "n": int(outcomes.shape[1]), "n_images": k}
