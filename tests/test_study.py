@@ -15,6 +15,7 @@ from harness.score.scoring import summarize
 from harness.score.stats import kendall_tau, spread_bootstrap
 from harness.servers.testserver import TestServer
 from tests.conftest import ROOT, read_jsonl, ubench
+from tests.test_robustness import _wait_for_lines
 
 TEMPLATES = ["official", "expert-microscopist", "official-paraphrase-2", "few-shot-3"]
 
@@ -43,18 +44,6 @@ seeds: [0]
 
 def cell_folders(out: Path) -> list[Path]:
     return sorted(p.parent for p in (out / "runs").rglob("samples.jsonl"))
-
-
-def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen, timeout: float = 120) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().count("\n") >= n:
-            return
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError(f"{path} never reached {n} lines")
 
 
 def test_a_study_of_two_models_and_four_templates_resumes_after_kill_9(tmp_path):
@@ -217,3 +206,15 @@ def test_the_spread_permutation_test_sees_no_effect_where_templates_do_not_matte
     better = noise.copy()
     better[0] = rng.random(120) < 0.85
     assert spread_bootstrap(better, images, seed=1)["p_no_template_effect"] < 0.01
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("", ":1: field (top level)"),
+    ("- just\n- a list\n", ":1: field (top level)"),
+    ("name: [unclosed\n", "not valid YAML"),
+])
+def test_a_study_file_that_is_not_a_study_is_one_clear_line(tmp_path, text, expected):
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    proc = ubench("study", str(path), "--dry-run", check=False)
+    assert proc.returncode != 0 and expected in proc.stderr and "Traceback" not in proc.stderr

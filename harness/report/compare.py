@@ -140,8 +140,8 @@ def _explanation(result: dict[str, Any]) -> str:
     ref = result["runs"][0]["label"]
     return (f"{result['n_shared']} items scored in every run ({result['scorer']} scorer); "
             f"accuracy %. Differences are run − {ref} in percentage points, with a 95% CI that "
-            "resamples whole images; p is the exact paired test that swaps the two runs' answers "
-            "image by image (McNemar's exact test when each image has one question), "
+            "resamples whole images (percentile interval); p is the exact paired test that swaps "
+            "the two runs' answers image by image (McNemar's exact test when each image has one question), "
             f"Holm-adjusted over all {result['n_tests']} tests; significant = adjusted p < "
             f"{result['alpha']}.")
 

@@ -137,8 +137,8 @@ def _plot_accuracy(Figure, summary: dict[str, Any], path: Path) -> None:
     y = list(range(len(names)))[::-1]
     stats = [robust[n] for n in names]
     acc = [100 * s["accuracy"] for s in stats]
-    err = [[100 * (s["accuracy"] - s["cluster_ci_low"]) for s in stats],
-           [100 * (s["cluster_ci_high"] - s["accuracy"]) for s in stats]]
+    err = [[max(0.0, 100 * (s["accuracy"] - s["cluster_ci_low"])) for s in stats],
+           [max(0.0, 100 * (s["cluster_ci_high"] - s["accuracy"])) for s in stats]]
     colors = ["#3b6ea5" if n.endswith("fine") else "#7fa7d0" for n in names]
     ax.barh(y, acc, xerr=err, color=colors, capsize=2, error_kw={"elinewidth": 0.8})
     ax.scatter([100 * s["chance"] for s in stats], y, marker="|", s=160, color="#c0392b",

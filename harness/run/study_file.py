@@ -116,9 +116,9 @@ def _compose(text: str, origin: str):
     return node, data
 
 
-def _line_of(node, path: list[Any]) -> int | None:
+def _line_of(node, path: list[Any]) -> int:
     """1-based line of the value at `path` (keys and indices), or of its nearest parent."""
-    line = node.start_mark.line + 1 if node is not None else None
+    line = node.start_mark.line + 1 if node is not None else 1
     for key in path:
         if isinstance(node, yaml.MappingNode):
             node = next((v for k, v in node.value if k.value == key), None)
