@@ -137,6 +137,14 @@ def build_pool(template: Template, source, *, datasets: list[str] | None,
     return pool
 
 
+def shared_encodings(pools: list[ExamplePool | None]) -> dict[str, Encoded]:
+    """The bank images of pools drawn from the run's own dataset, by image id: the run's feed
+    reuses them for the same images as evaluated items, so no image is encoded twice."""
+    return {e.item.image_id: (e.image, None) for pool in pools
+            if pool is not None and pool.settings["pool"] == "run"
+            for entries in pool.bank.values() for e in entries}
+
+
 def describe(pool: ExamplePool) -> dict[str, Any]:
     """What the manifest records: the settings and the bank's example ids per group."""
     return {**pool.settings,

@@ -47,7 +47,13 @@ from harness.report.results import (
 from harness.run.cache import CachedAdapter, ResponseCache
 from harness.run.concurrency import AdaptiveConcurrency, ConcurrencyController
 from harness.run.feed import encoded_batches
-from harness.run.fewshot import ExamplePool, ExamplePoolError, build_pool, pool_source
+from harness.run.fewshot import (
+    ExamplePool,
+    ExamplePoolError,
+    build_pool,
+    pool_source,
+    shared_encodings,
+)
 from harness.run.fewshot import describe as describe_pool
 from harness.run.retry import RetryPolicy
 from harness.score.judge import Judge
@@ -351,9 +357,11 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
     def todo(example: Example) -> list[tuple[Variant, Item]]:
         return [(v, i) for v in variants for i in example.items if i.item_id not in v.done]
 
+    banked = shared_encodings([v.pool for v in variants])  # few-shot images already encoded
+
     async def produce() -> None:
-        batches = encoded_batches(examples, todo, lambda example: _encode(example, config),
-                                  batch_items=config.concurrency)
+        batches = encoded_batches(examples, todo, lambda example: banked.get(example.image_id)
+                                  or _encode(example, config), batch_items=config.concurrency)
         while not abort:
             batch = await asyncio.to_thread(next, batches, None)
             if batch is None:
