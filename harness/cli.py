@@ -327,7 +327,7 @@ def prompts_cmd() -> None:
 
     for name in builtin_names():
         t = load_template(name)
-        click.echo(f"{t.name:<12} {t.sha256[:12]}  {t.description}")
+        click.echo(f"{t.name:<22} {t.sha256[:12]}  {t.description}")
 
 
 if __name__ == "__main__":

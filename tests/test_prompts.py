@@ -68,3 +68,23 @@ def test_prompts_command_lists_templates():
     out = ubench("prompts").stdout
     for name in ("official", "cot", "answer-tag"):
         assert name in out
+
+
+def test_builtin_templates_cover_the_study_axes_and_say_what_they_vary():
+    import yaml
+
+    from harness.prompts import PROMPTS_DIR
+
+    names = set(builtin_names())
+    assert {"official", "expert-microscopist", "official-paraphrase-1", "official-paraphrase-2",
+            "few-shot-3", "cot", "answer-tag"} <= names
+    for name in names - {"official"}:
+        raw = yaml.safe_load((PROMPTS_DIR / f"{name}.yaml").read_text())
+        assert raw.get("source") and "Varies:" in raw["description"], name
+    system = render(load_template("expert-microscopist"), "Which cell?", {"A": "x", "B": "y"})
+    assert system[0]["role"] == "system" and "microscopist" in system[0]["content"][0]["text"]
+    official = render(load_template("official"), "Which cell?", {"A": "x", "B": "y"})
+    assert system[1] == official[0]  # the user turn is the official one, byte for byte
+    for name in ("official-paraphrase-1", "official-paraphrase-2"):
+        text = render(load_template(name), "Which cell?", {"A": "x", "B": "y"})[0]["content"][1]
+        assert "A) x\nB) y" in text["text"] and text["text"] != official[0]["content"][1]["text"]

@@ -450,7 +450,10 @@ def prompt_text(messages: list[dict[str, Any]] | None) -> str:
         lines.append(f"[{msg['role']}]")
         content = msg["content"]
         for part in [{"type": "text", "text": content}] if isinstance(content, str) else content:
-            lines.append("<image>" if part["type"] == "image" else part.get("text", ""))
+            if part["type"] != "image":
+                lines.append(part.get("text", ""))
+            else:  # a few-shot example's image is named; the evaluated one is just <image>
+                lines.append(f"<image {part['image_id']}>" if "image_id" in part else "<image>")
     return "\n".join(lines)
 
 
