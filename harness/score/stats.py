@@ -36,7 +36,8 @@ def wilson_interval(successes: float, n: float, alpha: float = 0.05) -> tuple[fl
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    # exact at the ends: at p = 0 the lower bound is 0, not a rounding error away from it
+    return float(min(p, max(0.0, centre - half))), float(max(p, min(1.0, centre + half)))
 
 
 def item_bootstrap(correct: np.ndarray, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
