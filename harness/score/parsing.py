@@ -18,7 +18,7 @@ import bisect
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 INVALID_PREFIX = "invalid:"
 
@@ -44,9 +44,7 @@ Options = Mapping[str, str]
 # ---------------------------------------------------------------------------------------------
 # Cleaning
 
-_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.S | re.I)
-_THINK_CLOSE = re.compile(r"^.*</think>", re.S | re.I)  # opened by the chat template
-_THINK_OPEN = re.compile(r"<think>.*", re.S | re.I)  # never closed: no answer was given
+_THINK_TAG = re.compile(r"<(/?)think>", re.I)
 _END_OF_TURN = re.compile(r"</s>|<\|im_end\|>|<\|eot_id\|>|<end_of_turn>|<\|end\|>|<\|endoftext\|>|"
                           r"<eos>|<\|eos\|>")
 _TOKENS = re.compile(r"<s>|<\|im_start\|>(?:assistant|user|system)?|<start_of_turn>(?:model|user)?|"
@@ -65,28 +63,67 @@ def clean(response: str, options: Options | None = None) -> str:
     """The part of a response that can hold its answer; the raw response is kept elsewhere.
 
     With `options`, an echoed prompt is dropped and a question generated after the answer cut off.
+    A text longer than `MAX_READ` characters is read as its first `HEAD_READ` and last
+    `MAX_READ - HEAD_READ` characters (see `_bounded`).
     """
-    text = _THINK_BLOCK.sub(" ", response)
-    text = _THINK_CLOSE.sub(" ", text)
-    text = _THINK_OPEN.sub(" ", text)
-    turns = [_TOKENS.sub(" ", turn) for turn in _END_OF_TURN.split(text)]
-    text = next((turn for turn in turns if turn.strip()), "")
+    text = _bounded(_first_turn(_outside_think(response)))
     if options is not None:
-        text = _drop_prompt_and_continuation(text, options)
+        text = _drop_prompt_and_continuation(plain(text), {k: plain(v) for k, v in options.items()})
     return text.strip()
+
+
+def _outside_think(text: str) -> str:
+    """`text` without its `<think>…</think>` blocks, without what precedes a `</think>` the chat
+    template opened, and without an unclosed `<think>` (no answer was given): one linear scan."""
+    kept: list[str] = []
+    pos, open_block = 0, False
+    for m in _THINK_TAG.finditer(text):
+        if not m.group(1):  # <think>
+            if not open_block:
+                kept.append(text[pos:m.start()])
+                open_block = True
+        elif open_block:
+            open_block, pos = False, m.end()
+        else:  # a </think> without its <think>: everything before it was reasoning
+            kept, pos = [], m.end()
+    if not open_block:
+        kept.append(text[pos:])
+    return " ".join(kept)
+
+
+def _first_turn(text: str) -> str:
+    """The first non-empty turn, template tokens removed: what follows an end-of-turn token was
+    generated past the model's answer."""
+    turns = (_TOKENS.sub(" ", turn) for turn in _END_OF_TURN.split(text))
+    return next((turn for turn in turns if turn.strip()), "")
+
+
+# Parsing reads a very long response by its opening (where a leading letter or an answer followed
+# by invented questions sits) and its conclusion; this bounds the work on any input (1 MB of
+# output is read in milliseconds) and changes nothing on responses shorter than MAX_READ.
+MAX_READ = 24_000
+HEAD_READ = 4_000
+
+
+def _bounded(text: str) -> str:
+    if len(text) <= MAX_READ:
+        return text
+    return text[:HEAD_READ] + "\n\n" + text[len(text) - (MAX_READ - HEAD_READ):]
 
 
 def _drop_prompt_and_continuation(text: str, options: Options) -> str:
     """At each break (a question header, a role marker, a listing of the options): if the text
     before it already says something (an answer, a refusal, two answers), the rest is a new turn
     the model invented; if it says nothing, the text up to the end of the break is an echo of the
-    prompt (whose "(X)" placeholder is no answer either)."""
+    prompt (whose "(X)" placeholder is no answer either). A listing of the options alone, after
+    reasoning that names several of them, is the model reviewing the options, not a new turn."""
     cut = 0
-    for start, end in _breaks(text, options):
+    for start, end, listing in _breaks(text, options):
         if start < cut:
             continue
         said = _decide(text[cut:start], options)
-        if said.valid or not said.rule.startswith(_SAYS_NOTHING):
+        if said.valid or not said.rule.startswith(
+                _SAYS_NOTHING + ((INVALID_PREFIX + "ambiguous_option_text",) if listing else ())):
             return text[cut:start]
         cut = end
     return text[cut:]
@@ -96,12 +133,13 @@ _SAYS_NOTHING = tuple(INVALID_PREFIX + reason
                       for reason in ("empty", "no_answer", "letter_out_of_range"))
 
 
-def _breaks(text: str, options: Options) -> list[tuple[int, int]]:
-    """(start, end) of every role marker, question header (with the options listed after it) and
-    verbatim listing of the options, in order."""
-    found = [(m.start(), m.end()) for m in _ROLE.finditer(text)]
-    found += [(m.start(), _question_block_end(text, m.end())) for m in _QUESTION.finditer(text)]
-    found += _listings_of_options(text, options)
+def _breaks(text: str, options: Options) -> list[tuple[int, int, bool]]:
+    """(start, end, is a bare listing) of every role marker, question header (with the options
+    listed after it) and listing of the options, in order."""
+    found = [(m.start(), m.end(), False) for m in _ROLE.finditer(text)]
+    found += [(m.start(), _question_block_end(text, m.end()), False)
+              for m in _QUESTION.finditer(text)]
+    found += [(start, end, True) for start, end in _listings_of_options(text, options)]
     return sorted(found)
 
 
@@ -121,18 +159,66 @@ def _question_block_end(text: str, header_end: int) -> int:
 
 
 def _listings_of_options(text: str, options: Options) -> list[tuple[int, int]]:
-    """Runs of two or more lines that list the item's options verbatim ("A) platelet")."""
-    found, run, pos = [], [], 0
+    """Runs of lines that list the item's letters ("A) platelet"), two or more of them with the
+    item's option text verbatim (a re-typed list may misspell some)."""
+    found, run, verbatim, pos = [], [], 0, 0
     for line in text.split("\n") + [""]:
         m = _LISTED.match(line)
-        if m and m.group(1) in options and _norm(m.group(2)) == _norm(options[m.group(1)]):
+        if m and m.group(1) in options:
             run.append((pos, pos + len(line)))
+            verbatim += _norm(m.group(2)) == _norm(options[m.group(1)])
         elif line.strip() or not run:
-            if len(run) >= 2:
+            if verbatim >= 2:
                 found.append((run[0][0], run[-1][1]))
-            run = []
+            run, verbatim = [], 0
         pos += len(line) + 1
     return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalisation: the same plain form for the response and the option texts
+
+_FULL_WIDTH = {**{c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}, 0x3000: 0x20, 0x2212: 0x2D,
+               0x00B2: "^2", 0x00B3: "^3"}
+_LATEX_PLAIN: tuple[tuple[re.Pattern, Any], ...] = tuple((re.compile(p), r) for p, r in (
+    (r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", lambda m: f"{_group(m[1])}/{_group(m[2])}"),
+    (r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", lambda m: f"{_group(m[1])}/{_group(m[2])}"),
+    (r"\\(?:mathrm|text|textbf|textrm|textit|mathbf|mathit|operatorname)\s*\{([^{}]*)\}", r"\1"),
+    (r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree", "°"),
+    (r"\\sqrt\s*\{([^{}]*)\}", r"√\1"),
+    (r"\\left\b|\\right\b|\\[()\[\]]|\$", " "),
+    (r"\\[,;:! ]|~", " "),
+    (r"\\%", "%"), (r"\\pi\b", "π"), (r"\\times\b", "×"), (r"\\cdot\b", "·"),
+    (r"\^\s*\{([^{}]*)\}", r"^\1"),
+    (r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?![\d,])", None),  # thousands separators
+))
+
+
+def _group(term: str) -> str:
+    """A fraction's numerator or denominator, in parentheses when it is more than one term."""
+    term = term.strip()
+    return f"({term})" if re.search(r"[\s+\-*/]", term) else term
+
+
+def plain(text: str) -> str:
+    """LaTeX and typography written plainly, the same way in a response and in option texts:
+    `$24 \\mathrm{~cm}$` → "24 cm", `\\frac{1}{3}` → "1/3", `30^\\circ` → "30°", full-width
+    `Ａ（Ｂ）` → "A(B)", "−" → "-", "1,000" → "1000". Letters, words and `\\boxed{` are kept."""
+    text = text.translate(_FULL_WIDTH)
+    if "\\" not in text and "$" not in text and "~" not in text and "," not in text and (
+            "^" not in text):
+        return text
+    for pattern, repl in _LATEX_PLAIN:
+        text = pattern.sub(repl if repl is not None else _without_commas, text)
+    return text
+
+
+def _without_commas(m: re.Match) -> str:
+    return m.group().replace(",", "")
+
+
+def plain_options(options: Options) -> dict[str, str]:
+    return {letter: plain(text) for letter, text in options.items()}
 
 
 def _norm(text: str) -> str:
@@ -146,22 +232,55 @@ _NONE_SYNONYM = re.compile(r"(?<![^\W_])none\s+of\s+(?:the|these|those)\s+(?:lis
                            r"above\s+|provided\s+)?(?:options|choices|answers)(?![^\W_])", re.I)
 
 
+_OPTION_TOKEN = re.compile(r"(?:(?<![^\s(\[])-)?\d+(?:\.\d+)?|[^\W\d_]+")
+
+
+_FORMULA = re.compile(r"[/^*+=√×·]|\([^)]*\d")
+_FORMULA_EDGE = r"\w^*/+=√×·-"
+
+
+def _formula_pattern(option: str) -> re.Pattern | None:
+    """A formula ("√a/b", "2+2√2", "5.00*10^(-3) mm/mm") as written, spaces aside, "/" or ":" for
+    a ratio: read word by word, "a/b" would be found inside "a/a+b"."""
+    chars = [c for c in option.strip(" .") if not c.isspace()]
+    if not chars:
+        return None
+    parts = ["[/:]" if c in "/:" else "[.,]" if c == "." else re.escape(c) for c in chars]
+    return re.compile(rf"(?<![.{re.escape(_FORMULA_EDGE)}])" + r"\s*".join(parts)
+                      + rf"(?![{re.escape(_FORMULA_EDGE)}]|[.,]\d)", re.I)
+
+
 @lru_cache(maxsize=4096)
 def _option_pattern(option: str) -> re.Pattern | None:
     """Option text, normalised: any case, any run of spaces/punctuation/hyphens/underscores between
-    words, "&" for "and", an optional plural; a one-character option ("S") only as written."""
-    words = re.findall(r"[^\W_]+", option)
+    words, "&" for "and", an optional plural, a unit with or without a space ("24cm", "350.93 K"),
+    "," or "." as decimal mark; a number is not part of a longer or negative one ("3" is not in
+    "-3", "30" or "3.5"); a one-character option ("S") only as written."""
+    if _FORMULA.search(option):
+        return _formula_pattern(option)
+    words = _OPTION_TOKEN.findall(option)
     if not words:
         return None
-    if len(words) == 1 and len(words[0]) == 1:
+    if len(words) == 1 and len(words[0]) == 1 and not words[0].isdigit():
         return re.compile(rf"(?<![^\W_]){re.escape(words[0])}(?![^\W_])")
-    parts = ["(?:and|&)" if w.lower() == "and" else re.escape(w) for w in words]
+    parts = []
+    for i, w in enumerate(words):
+        if w[-1].isdigit():
+            part = re.escape(w).replace(r"\.", "[.,]")
+            part = (r"(?<![\d.,])(?<!\d[.,])" + ("" if w[0] == "-" else r"(?<!-)") + part
+                    + r"(?![.,]\d)")
+        else:
+            part = "(?:and|&)" if w.lower() == "and" else re.escape(w)
+        if i:
+            number_and_unit = words[i - 1][-1].isdigit() != w[-1].isdigit()
+            parts.append(r"[\W_]*" if number_and_unit else r"[\W_]+")
+        parts.append(part)
     last = words[-1]
     if len(last) > 3 and last.isalpha():
         parts[-1] = (re.escape(last[:-1]) + "s?") if last.lower().endswith("s") else (
             re.escape(last) + "(?:e?s)?")
     # Not the tail of a hyphenated word: "Pro-metaphase" does not name "metaphase".
-    return re.compile(r"(?<![^\W_])(?<![^\W_]-)" + r"[\W_]+".join(parts) + r"(?![^\W_])", re.I)
+    return re.compile(r"(?<![^\W_])(?<![^\W_]-)" + "".join(parts) + r"(?![^\W_])", re.I)
 
 
 def _none_letter(options: Options) -> str | None:
@@ -215,7 +334,10 @@ _CONNECTORS = frozenset("because since as given due which that is was with for f
 _MULTI = re.compile(r"\s*[(\[]?\s*(?:,|\band/or\b|/|&|\bor\b|\band\b|或|和|、|以及)\s*"
                     r"(?:(?:possibly|maybe|perhaps|also|option|choice|either)\s+)*[(\[*$（]*"
                     r"([A-Za-z])(?![A-Za-z0-9])(?!\s+(?:is|are|was|were|would|could|can|has|have)\b)")
-_LABEL_SEP = re.compile(r"\s*[).:：\-–—,]?\s*")
+_LABEL_SEP = re.compile(r"\s*[).:：\-–—,(]?\s*")
+_OPERATOR_AFTER = re.compile(r"\s*[/^*+=<>]")
+_QUOTED = re.compile(r"[\"“'‘][A-Z][\"”'’]")
+_GLOSSED = re.compile(r"[ \t]*\([^()\n]{1,80}\)")
 
 
 @dataclass(frozen=True)
@@ -236,12 +358,16 @@ def _letter_at(text: str, pos: int, options: Options) -> _Letter | None:
     nxt = text[pos + 1:pos + 2]
     if nxt.isascii() and (nxt.isalnum() or nxt == "'"):
         return None
+    if c.islower() and _OPERATOR_AFTER.match(text, pos + 1):
+        return None  # "a/b", "a + b": a variable
     end = _CLOSERS.match(text, pos + 1).end()
     if (_STRONG_AFTER.match(text, end) or re.search(r"[)\]）】]", text[pos + 1:end])
             or _MULTI.match(text, end)):
         return _Letter(c, pos, end)
     if c.islower():
         return None
+    if _QUOTED.match(text, max(0, pos - 1)) or _GLOSSED.match(text, end):
+        return _Letter(c, pos, end)  # "\"A\" in the second image", "C (12.25)"
     own = options.get(c)
     if own and (p := _option_pattern(own)) and p.match(text, _LABEL_SEP.match(text, end).end()):
         return _Letter(c, pos, end)
@@ -327,7 +453,9 @@ def _read_target(text: str, pos: int, options: Options, strong: bool
     if strong and (hit := _option_at(text, start, options)):
         literal = _starts_with_option_text(text, start, options)
         tok = _letter_at(text, start, options)
-        if literal or tok is None or tok.letter.upper() == hit[0]:
+        if tok is not None and tok.letter in options and len(_norm(options[hit[0]])) == 1:
+            pass  # options whose texts are letters: "Answer: C" is the letter C
+        elif literal or tok is None or tok.letter.upper() == hit[0]:
             return hit[0], start, hit[1]
     tok = _letter_at(text, start, options)
     if tok is None:
@@ -386,8 +514,8 @@ _LEADS = re.compile(r"^[ \t]*[(\[]?([A-Z])[)\].:]", re.M)
 def rule_lone_letter(text: str, options: Options) -> Verdict:
     """The response, or its last line or sentence, is one letter: `B`, `(B)`, `**B**`, `$B$`,
     `\\boxed{B}`, `[B]`, lowercase `b`; a bare list of letters ("B and D") is several answers."""
-    if _is_option_text(text, options):
-        return None  # the whole response is an option text, e.g. "S"
+    if _is_option_text(text, options) and text.strip(_WRAPPING) not in options:
+        return None  # the whole response is an option text that is no letter, e.g. "S"
     if letter := _bare_letter(text):
         return _in_range(letter.upper(), options)
     parts = [part for part in _LIST_SEP.split(text) if part.strip()]
@@ -594,6 +722,6 @@ def _decide(text: str, options: Options) -> Extraction:
 def parse_answer(response: str | None, options: Options) -> Extraction:
     """The letter `response` committed to among `options` (letter → text), or invalid."""
     text = response or ""
-    if len(bare := text.strip()) == 1 and bare in options and not _is_option_text(bare, options):
+    if len(bare := text.strip()) == 1 and bare in options:
         return Extraction(bare, "lone_letter")  # the commonest answer, decided without the cascade
-    return _decide(clean(text, options), options)
+    return _decide(clean(text, options), plain_options(options))
