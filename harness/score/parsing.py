@@ -122,8 +122,9 @@ def _drop_prompt_and_continuation(text: str, options: Options) -> str:
         if start < cut:
             continue
         said = _decide(text[cut:start], options)
-        if said.valid or not said.rule.startswith(
-                _SAYS_NOTHING + ((INVALID_PREFIX + "ambiguous_option_text",) if listing else ())):
+        if listing and said.rule in ("option_text", INVALID_PREFIX + "ambiguous_option_text"):
+            said = Extraction(None, INVALID_PREFIX + "no_answer")
+        if said.valid or not said.rule.startswith(_SAYS_NOTHING):
             return text[cut:start]
         cut = end
     return text[cut:]
@@ -407,7 +408,8 @@ def _starts_with_option_text(text: str, pos: int, options: Options) -> str | Non
 _FILLER = re.compile(
     r"(?:[\s*_`\"'“”‘’(\[{（【$:：>#=]+|\\(?:boxed|text|textbf|mathbf|mathrm|textrm|mathtt)\s*\{|"
     r"\\[(\[]|\b(?:option|choice|letter|most\s+likely|more\s+likely|likely|probably|clearly|"
-    r"definitely|therefore|thus|then|simply|indeed)\b){0,12}", re.I)
+    r"definitely|therefore|thus|then|simply|indeed|opción|opcion|alternativa|вариант|variante)\b|"
+    r"選択肢|选项|선택지){0,12}", re.I)
 _I = r"(?i:"  # case-insensitive words around a case-sensitive letter
 
 # (pattern, strong): strong markers may point at an option text, weak ones only at a letter.
@@ -420,15 +422,25 @@ _MARKERS: tuple[tuple[re.Pattern, bool], ...] = tuple(
     (r"\b(?:final|correct|right|best)\s+answer\b", True),
     (r"^[ \t*_#]*(?:final[ \t]+)?answer[ \t*_]*:?[ \t*_]*$", True),
     (r"\b(?:the\s+)?(?:correct|right|best|most\s+(?:likely|appropriate|plausible))\s+(?:option|"
-     r"choice|letter|response|selection)\s*(?:is|would\s+be|[:：=])", True),
+     r"choice|letter|response|selection)(?:\s+letter)?\s*(?:is|would\s+be|[:：=])", True),
     (r"\bI\s*(?:would|will|'d|’d|'ll|’ll|am\s+going\s+to)?\s*(?:choose|select|pick|go\s+with|"
      r"opt\s+for)\b|\bI\s*(?:would|'d|’d)\s+say\b|\b(?:my\s+)?(?:choice|selection|pick)\s*(?:is|:|：)|"
      r"\bgoing\s+with\b|\bchange\s+(?:my\s+answer\s+)?to\b", True),
     (r"\b(?:corresponds?\s+to|matches|refers\s+to)\s+(?=option|choice)", True),
     (r"\\boxed\s*\{|<answer>", True),
-    (r"(?:最终|正确)?答案\s*(?:应该是|应该为|应为|应是|是|为|选|：|:)?|(?:故|应|因此|所以|我|则|只能)?选(?:择)?"
+    # Other languages: Japanese, Korean, Spanish, French, German, Portuguese, Russian.
+    (r"(?:答え|正解|解答)\s*(?:は|：|:)|(?:정답|답)\s*(?:은|는)?\s*[:：]?(?=\s*[(\[]?[A-Z])|"
+     r"\b(?:la\s+|a\s+|die\s+)?(?:bonne\s+|richtige\s+|korrekte\s+)?(?:respuesta|réponse|resposta|"
+     r"antwort)(?:\s+(?:correcta|correcte|correta|final|finale))?\s*(?:es|est|é|ist|lautet|"
+     r"sería|serait|seria|wäre|[:：])|(?:правильный\s+)?\bответ\b\s*(?:[:：—\-]|это|будет)", True),
+    (r"(?:最终|正确)?(?:答案|回答|解答)(?:选项)?\s*(?:应该是|应该为|应为|应是|是|为|选|：|:)?|(?:故|应|因此|所以|我|则|只能)?选(?:择)?"
      r"(?!项)\s*(?:是|为|：|:)?|正确的?(?:选项|答案)\s*(?:是|为|：|:)?", True),
     (r"\b(?:so|thus|therefore|hence|i\.e\.|leaves|leaving)\b[\s,:]*(?:it'?s\s+|it\s+is\s+)?",
+     False),
+    # A frame naming the letter: "the correct corresponding point ... is (D)", "Therefore, the
+    # matching point would be \"A\"" (a letter only, never an option text).
+    (r"\b(?:(?:the\s+)?(?:correct|right|best|matching|corresponding|most\s+\w+)|(?:so|thus|"
+     r"therefore|hence)\b,?)\s+(?:[\w'\"“”-]+\s+){0,10}(?:is|would\s+be|should\s+be|must\s+be)\b",
      False),
     (r"\b(?:it'?s|it’s|it\s+is|this\s+is|that\s+is|makes\s+it|it\s+must\s+be|it\s+should\s+be|"
      r"it\s+would\s+be|this\s+would\s+be)\b", False),
@@ -466,6 +478,12 @@ def _read_target(text: str, pos: int, options: Options, strong: bool
     return verdict, tok.start, tok.end
 
 
+_REJECTED_AFTER = re.compile(
+    r"\s*(?:\([^()\n]{0,80}\)\s*)?(?:(?:is|are|was|seems|appears|would\s+be)\s+(?:not|incorrect|"
+    r"wrong|unlikely|false|ruled\s+out|eliminated|excluded)\b|(?:is|are)n[’']t\b|"
+    r"can\s+be\s+(?:ruled\s+out|eliminated|excluded)\b)", re.I)
+
+
 def rule_final_answer(text: str, options: Options) -> Verdict:
     """Explicit commitments ("ANSWER: B", "the answer is (B)", "答案是B", "\\boxed{B}", "actually
     C"); the last one wins."""
@@ -473,6 +491,8 @@ def rule_final_answer(text: str, options: Options) -> Verdict:
     for pattern, strong in _MARKERS:
         for m in pattern.finditer(text):
             verdict, start, end = _read_target(text, m.end(), options, strong)
+            if verdict is not None and _REJECTED_AFTER.match(text, end):
+                continue  # "option (B) is not the correct answer"
             if verdict is not None and (start not in found or m.start() < found[start][0]):
                 found[start] = (m.start(), end, verdict)
     for pattern in _LETTER_FIRST:
@@ -579,8 +599,15 @@ def rule_letter_with_text(text: str, options: Options) -> Verdict:
         if hit[0] == letter.upper():
             return hit[0]
         if sep and re.match(r"\s*(?:$|[.,;)*])", rest):
-            return Invalid("letter_text_mismatch")
+            return hit[0] if _answer_label(letter, sep, options) else Invalid("letter_text_mismatch")
     return None
+
+
+def _answer_label(letter: str, sep: str | None, options: Options) -> bool:
+    """"A:" opening the answer to a yes/no question labels it as in a Q/A transcript ("A: No,
+    ..."): read so when the text after it is the other option's."""
+    return letter == "A" and sep in (":", "：") and {_norm(v) for v in options.values()} == {
+        "yes", "no"}
 
 
 def rule_leading_letter(text: str, options: Options) -> Verdict:
@@ -597,7 +624,11 @@ def rule_leading_letter(text: str, options: Options) -> Verdict:
     if letter.islower() and sep not in (")", "."):
         return None
     tok = _Letter(letter, m.start(1), m.end(1))
-    return _judge_letter(first, tok, options)
+    verdict = _judge_letter(first, tok, options)
+    if verdict == Invalid("letter_text_mismatch") and _answer_label(letter, sep, options):
+        label = _option_at(first, _LABEL_SEP.match(first, tok.end).end(), options)
+        return label[0] if label else verdict
+    return verdict
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,8 +648,15 @@ _COMMITTED_BEFORE = re.compile(
     r"(?:\b(?:is|are|shows?|showing|depicts?|represents?|indicates?|indicating|suggests?|"
     r"suggesting|consistent\s+with|compatible\s+with|(?:identified|classified)\s+as|"
     r"(?:identify|classify)\s+(?:it|this|the\s+\w+)\s+as|(?:appears|seems)\s+to\s+be|must\s+be|"
-    r"looks?\s+(?:most\s+)?like|diagnosis))\s*(?:(?:most|more)\s+)?(?:likely\s+|probably\s+|"
+    r"looks?\s+(?:most\s+)?like|diagnosis|(?:is|are)\s+(?:(?:most|more)\s+)?likely\s+to\s+be|"
+    r"corresponds?\s+to|corresponding\s+to))\s*(?:(?:most|more)\s+)?(?:likely\s+|probably\s+|"
     r"clearly\s+|definitely\s+)?(?:an?\s+|the\s+)?$", re.I)
+# "Box B more accurately encloses ...", "..., the third image (B) is most similar": an option text
+# opening a sentence (or following an introductory clause) as the subject of a comparison.
+_OPENS_SENTENCE = re.compile(r"(?:^|[.!?:\n]|,)\s*$")
+_COMPARED_AFTER = re.compile(
+    r"\s*(?:\(\s*(?:option\s+|choice\s+)?[A-Z]\s*\)\s*)?(?:(?:is|appears|seems|looks)\s+"
+    r"(?:to\s+be\s+)?)?(?:the\s+)?(?:most|more|better|best|closer|closest)\b", re.I)
 # "...grey-blue cytoplasm: monocyte." — a colon or dash commits only to a text that ends the clause.
 _LABELLED_BEFORE = re.compile(r"[:：—–=→]\s*(?:an?\s+|the\s+)?$")
 _ENDS_CLAUSE = re.compile(r"\s*(?:$|[.;!\n)])")
@@ -642,11 +680,38 @@ def _whole_response_option(text: str, options: Options) -> str | None:
     return starts[0] if len(starts) == 1 else None
 
 
+def _is_value(option: str) -> bool:
+    """A number, quantity or formula ("24 cm", "135°", "1/3"): such texts also occur in working."""
+    return bool(re.search(r"\d", option)) and len(re.findall(r"[^\W\d_]{3,}", option)) <= 1
+
+
+_SENTENCE_END = re.compile(r"[.!?。](?=\s|$)|\n")
+_CONCLUSION_START = re.compile(r"\s*(?:[-*#>]+\s*)?(?:so|thus|therefore|hence|finally|in\s+conclusion|"
+                               r"所以|因此|故)\b", re.I)
+_OPERATOR_BEFORE = re.compile(r"[-+*/×÷^]\s*$")
+_OPERATOR_NEXT = re.compile(r"\s*[-+*/×÷^=<>]")
+
+
+def _concludes(text: str, start: int, end: int) -> bool:
+    """Is text[start:end] a result stated in a concluding sentence (the last one, or one opening
+    with so/therefore/thus/hence), not a term of a calculation ("30° + 60° = 90°")?"""
+    if _OPERATOR_BEFORE.search(text, max(0, start - 3), start) or _OPERATOR_NEXT.match(text, end):
+        return False
+    ends = _SENTENCE_END.search(text, end)
+    if ends is None or not text[ends.end():].strip():
+        return True
+    window = text[max(0, start - 400):start]
+    begins = max((m.end() for m in _SENTENCE_END.finditer(window)), default=0)
+    return bool(_CONCLUSION_START.match(window, begins))
+
+
 def _positive_mentions(text: str, options: Options) -> list[tuple[str, bool]]:
     """(letter, committed) for each option text not quoted in a rejected alternative."""
     out = []
     breaks = [m.end() for m in _CLAUSE_BREAK.finditer(text)]
     for start, end, letter in _mentions(text, options):
+        if _is_value(options[letter]) and not _concludes(text, start, end):
+            continue
         i = bisect.bisect_right(breaks, start)
         clause_start = breaks[i - 1] if i else 0
         before = " ".join(text[max(clause_start, start - 80):start].split()[-5:])
@@ -655,10 +720,26 @@ def _positive_mentions(text: str, options: Options) -> list[tuple[str, bool]]:
             continue
         window = text[max(0, start - 60):start]
         committed = bool(_COMMITTED_BEFORE.search(window) or (
-            _LABELLED_BEFORE.search(window) and _ENDS_CLAUSE.match(text, end))) and not (
-            _HEDGED.match(after) or re.search(r"\bor\s+(?:an?\s+)?$", text[:start]))
+            _LABELLED_BEFORE.search(window) and _ENDS_CLAUSE.match(text, end)) or (
+            _OPENS_SENTENCE.search(window) and _COMPARED_AFTER.match(text, end))) and not (
+            _HEDGED.match(after) or re.search(r"\bor\s+(?:an?\s+)?$", text[max(0, start - 12):start]))
         out.append((letter, committed))
     return out
+
+
+_NO_OPTION_FITS = re.compile(
+    r"\bnot\s+(?:an?\s+|one\s+of\s+the\s+|among\s+the\s+|in\s+the\s+|listed\s+(?:in|among)\s+the\s+)"
+    r"(?:given\s+|provided\s+|available\s+|answer\s+)?(?:options?|choices?)\b|"
+    r"\b(?:options?|choices?|answers?)\s+(?:is|are)\s+not\s+(?:available|listed|provided|given|"
+    r"among)\b|\bnot\s+available\s+in\s+the\s+(?:given\s+)?(?:options|choices)\b|"
+    r"\bnone\s+of\s+the\s+(?:given\s+|provided\s+)?(?:options|choices|answers)\s+(?:is|are|match|"
+    r"fits?)\b|\b(?:mistake|error)\s+in\s+the\s+(?:question|problem|options|choices)\b", re.I)
+
+
+def _no_option_fits(text: str, options: Options) -> bool:
+    """The response says its result is none of the options (when "none of the above" is not
+    one): the option texts it names are working, not an answer."""
+    return _none_letter(options) is None and bool(_NO_OPTION_FITS.search(text))
 
 
 def rule_option_text(text: str, options: Options) -> Verdict:
@@ -668,12 +749,48 @@ def rule_option_text(text: str, options: Options) -> Verdict:
     the answer ("this is a ...") wins, else it must be the only one named."""
     if whole := _whole_response_option(text, options):
         return whole
+    if _no_option_fits(text, options):
+        return None
     mentions = _positive_mentions(text, options)
     committed = [letter for letter, c in mentions if c]
     if committed:
         return committed[-1]
     letters = {letter for letter, _ in mentions}
     return letters.pop() if len(letters) == 1 else None
+
+
+# "(B) the third image", "[option B] the third image"
+_LABEL_BEFORE = re.compile(r"[(\[]\s*(?:(?i:option|choice)\s+)?([A-Z])\s*[)\]][\s*_]*$")
+# "the third image (B)", "the right (option B)", "the third image (Choice B)"
+_LABEL_AFTER = re.compile(r"[\s*_]*[(\[]\s*(?:(?i:option|choice)\s+)?([A-Z])\s*[)\]]")
+
+
+_CONCEDED_BEFORE = re.compile(r"\b(?:although|though|while|whereas|unlike|not|except|rather\s+than)"
+                              r"\b[^.;:!?\n]*$", re.I)
+
+
+def rule_labelled_option(text: str, options: Options) -> Verdict:
+    """An option text written with its own letter, outside an enumeration of the options: "Based
+    on this, (B) the third image is more likely", "the camera moves to the right (option B)". The
+    same text under another letter contradicts it; two different labelled options decide nothing."""
+    if _REFUSAL.search(text):
+        return None
+    enumerates = _enumerates(text)
+    letters = set()
+    for start, end, letter in _mentions(text, options):
+        before = _LABEL_BEFORE.search(text, max(0, start - 16), start)
+        after = _LABEL_AFTER.match(text, end)
+        label = (before or after) and (before or after).group(1)
+        if not label:
+            continue
+        if before and enumerates and not text[text.rfind("\n", 0, before.start()) + 1:
+                                              before.start()].strip(" \t*_#>-"):
+            continue  # the head of an item in an enumeration of the options
+        if _NEGATED_AFTER.match(text[end:end + 40]) or _REJECTED_AFTER.match(text, end) or (
+                _CONCEDED_BEFORE.search(text, max(0, start - 200), start)):
+            continue
+        letters.add(label if label == letter else "?")
+    return letters.pop() if len(letters) == 1 and "?" not in letters else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -685,12 +802,25 @@ _REFUSAL = re.compile(
     r"(?:don'?t|do\s+not)\s+know|not\s+sure|uncertain|I'?m\s+sorry|I\s+am\s+sorry|sorry|"
     r"as\s+an\s+AI)\b|无法|不确定|不能确定", re.I)
 
+_LABEL = re.compile(r"(?<![A-Za-z0-9])[(\[]([A-Z])[)\]]|^[ \t]*([A-Z])[).:]", re.M)
+
+
+def rule_alphabet_run(text: str, options: Options) -> Verdict:
+    """Labels running through the alphabet past the options (three in a row or more: "(C) yes
+    (D) no (E) yes ..." with options A and B) are generated filler, not an answer."""
+    beyond = {m.group(1) or m.group(2) for m in _LABEL.finditer(text)} - set(options)
+    runs = [c for c in beyond if chr(ord(c) + 1) in beyond and chr(ord(c) + 2) in beyond]
+    return Invalid("alphabet_run") if runs else None
+
+
 RULES: tuple[tuple[str, Callable[[str, Options], Verdict]], ...] = (
+    ("alphabet_run", rule_alphabet_run),
     ("final_answer", rule_final_answer),
     ("lone_letter", rule_lone_letter),
     ("letter_with_text", rule_letter_with_text),
     ("leading_letter", rule_leading_letter),
     ("option_text", rule_option_text),
+    ("labelled_option", rule_labelled_option),
 )
 
 
@@ -701,6 +831,8 @@ _LETTER_PAIR = re.compile(r"(?<![A-Za-z0-9])[A-Z][)\]]?\s*(?:,|/|\bor\b|\band\b|
 def _why_invalid(text: str, options: Options) -> str:
     if _REFUSAL.search(text):
         return "refusal"
+    if _no_option_fits(text, options):
+        return "no_matching_option"
     if len({letter for letter, _ in _positive_mentions(text, options)}) > 1:
         return "ambiguous_option_text"
     return "multiple_answers" if _LETTER_PAIR.search(text) else "no_answer"
