@@ -194,17 +194,25 @@ def cache_clear() -> None:
               help="JSON Lines with at least 'response' and 'options' per line.")
 @click.option("--output", "-o", "target", required=True, type=click.Path(path_type=Path),
               help="JSON Lines: each input line plus 'extracted' and 'rule'.")
-def extract_cmd(source: Path, target: Path) -> None:
+@click.option("--judge", default=None, metavar="MODEL",
+              help="LLM judge (provider/model) asked only about responses the parser finds invalid.")
+@click.option("--judge-base-url", default=None, help="OpenAI-compatible server of the judge.")
+def extract_cmd(source: Path, target: Path, judge: str | None, judge_base_url: str | None) -> None:
     """Read the answer letter out of any tool's responses with ubench's parser.
 
     Each input line needs 'response' and 'options' ({"A": text, ...} or a list lettered A, B, ...);
-    an optional 'gold' letter adds 'correct'. Malformed lines get an 'error' in the output and
-    the run goes on.
+    an optional 'gold' (a letter, or "none") adds 'correct', an optional 'question' is shown to
+    the judge. Malformed lines get an 'error' in the output and the run goes on.
     """
     from harness.score.extract import ExtractError, extract_file, summary_text
+    from harness.score.judge import build_judge
 
     try:
-        stats = extract_file(source, target)
+        judged = build_judge(judge, base_url=judge_base_url) if judge else None
+    except ValueError as exc:
+        raise click.ClickException(f"--judge: {exc}") from None
+    try:
+        stats = extract_file(source, target, judged)
     except ExtractError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(summary_text(stats, target))

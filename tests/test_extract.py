@@ -77,7 +77,7 @@ def test_extract_rescores_a_run_folder(tmp_path):
     records, out = read_jsonl(run / "samples.jsonl"), read_jsonl(target)
     assert [o["extracted"] for o in out] == [r["extracted"] for r in records]
     assert [o["correct"] for o in out] == [r["correct"] for r in records]
-    assert "accuracy over 12 lines with a gold letter" in proc.stdout
+    assert "agreement with 'gold' over 12 lines" in proc.stdout
 
 
 def test_extract_fails_only_when_the_input_cannot_be_read(tmp_path):

@@ -56,7 +56,7 @@ from harness.run.fewshot import (
 )
 from harness.run.fewshot import describe as describe_pool
 from harness.run.retry import RetryPolicy
-from harness.score.judge import Judge
+from harness.score.judge import Judge, build_judge
 from harness.score.parsing import parse_answer
 from harness.score.scoring import official_correct
 from harness.servers.vllm_server import ManagedServer, ServerStartError, managed_vllm
@@ -311,11 +311,11 @@ def _make_judge(config: RunConfig) -> Judge | None:
     if not config.judge:
         return None
     try:
-        adapter = create_adapter(config.judge, base_url=config.judge_base_url, seed=config.seed,
-                                 timeout=config.timeout, concurrency=config.concurrency)
+        return build_judge(config.judge, base_url=config.judge_base_url, seed=config.seed,
+                           timeout=config.timeout, concurrency=config.concurrency,
+                           max_attempts=config.max_attempts)
     except ValueError as exc:
         raise RunError(f"--judge: {exc}") from exc
-    return Judge(adapter, RetryPolicy(max_attempts=config.max_attempts))
 
 
 async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapter: Adapter,

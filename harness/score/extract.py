@@ -1,23 +1,33 @@
 """`ubench extract`: read the answers in anyone's outputs with the project's parser.
 
 Each input line is a JSON object with at least `response` (text) and `options` (`{"A": text, ...}`
-or a list of texts, lettered A, B, ...); an optional `gold` letter adds `correct`. Each output line
-is the input line plus `extracted` and `rule`. A malformed line becomes `{"line": n, "error": ...,
-"text": the original line}` and the run goes on, so one bad record never loses the others.
+or a list of texts, lettered A, B, ...); an optional `gold` (a letter, or "none" for a response
+that committed to no option) adds `correct`, and an optional `question` is shown to the judge.
+Each output line is the input line plus `extracted` and `rule`. A malformed line becomes
+`{"line": n, "error": ..., "text": the original line}` and the run goes on, so one bad record
+never loses the others. With a judge, the lines the rules leave invalid are asked about, a chunk
+of lines at a time, through the response cache.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import string
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+from harness.run.cache import ResponseCache
+from harness.score.judge import RULE as JUDGE_RULE
+from harness.score.judge import Judge
 from harness.score.parsing import INVALID_PREFIX, parse_answer
 
 LETTERS = string.ascii_uppercase
+NO_ANSWER = "none"  # a `gold` saying the response committed to no option
+CHUNK = 64  # lines read, parsed and judged together
 
 
 class ExtractError(Exception):
@@ -31,6 +41,10 @@ class ExtractStats:
     rules: Counter = field(default_factory=Counter)
     correct_by_rule: Counter = field(default_factory=Counter)
     graded_by_rule: Counter = field(default_factory=Counter)
+    misreads: Counter = field(default_factory=Counter)  # "none → letter", ... against `gold`
+    judge_asked: int = 0
+    judge_errors: int = 0
+    correct_before_judge: int = 0
 
     @property
     def parsed(self) -> int:
@@ -63,7 +77,7 @@ def option_map(value: Any) -> dict[str, str]:
 
 
 def extract_record(record: Any) -> dict[str, Any]:
-    """The record plus `extracted`, `rule` (and `correct` when it has a `gold` letter)."""
+    """The record plus `extracted`, `rule` (and `correct` when it has a `gold`)."""
     if not isinstance(record, dict):
         raise ValueError(f"line is not a JSON object but {_kind(record)}")
     if "response" not in record:
@@ -74,18 +88,26 @@ def extract_record(record: Any) -> dict[str, Any]:
         raise ValueError("missing field 'options'")
     options = option_map(record["options"])
     gold = record.get("gold")
-    if gold is not None and gold not in options:
+    if gold is not None and gold not in options and gold != NO_ANSWER:
         raise ValueError(f"field 'gold' is {gold!r}, not one of the option letters "
-                         f"{''.join(options)}")
+                         f"{''.join(options)} nor {NO_ANSWER!r}")
+    if not isinstance(record.get("question", ""), str):
+        raise ValueError(f"field 'question' must be a string, got {_kind(record['question'])}")
     extraction = parse_answer(record["response"], options)
     out = {**record, "extracted": extraction.letter, "rule": extraction.rule}
     if gold is not None:
-        out["correct"] = extraction.letter == gold
+        out["correct"] = agrees(extraction.letter, gold)
     return out
 
 
-def extract_file(source: Path, target: Path) -> ExtractStats:
-    """Parse every line of `source` into `target` (written whole, then renamed into place)."""
+def agrees(extracted: str | None, gold: str) -> bool:
+    """A letter agrees with the same letter; an invalid reading agrees with "none"."""
+    return extracted == (None if gold == NO_ANSWER else gold)
+
+
+def extract_file(source: Path, target: Path, judge: Judge | None = None) -> ExtractStats:
+    """Parse every line of `source` into `target` (written whole, then renamed into place); with
+    a `judge`, ask it about the lines the rules leave invalid."""
     source, target = Path(source), Path(target)
     stats = ExtractStats()
     tmp = target.with_name(target.name + ".tmp")
@@ -96,12 +118,7 @@ def extract_file(source: Path, target: Path) -> ExtractStats:
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with reader, open(tmp, "w", encoding="utf-8") as writer:
-            for number, line in enumerate(reader, 1):
-                if not line.strip():
-                    continue
-                stats.lines += 1
-                out = _extract_line(number, line, stats)
-                writer.write(json.dumps(out, ensure_ascii=False) + "\n")
+            asyncio.run(_extract_lines(reader, writer, stats, judge))
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -109,34 +126,90 @@ def extract_file(source: Path, target: Path) -> ExtractStats:
     return stats
 
 
-def _extract_line(number: int, line: str, stats: ExtractStats) -> dict[str, Any]:
+async def _extract_lines(reader, writer, stats: ExtractStats, judge: Judge | None) -> None:
+    cache = ResponseCache() if judge else None
+    if judge and cache:
+        judge.use_cache(cache)
     try:
-        out = extract_record(json.loads(line))
+        for chunk in _chunks(enumerate(reader, 1)):
+            outs = [_extract_line(number, line, stats) for number, line in chunk if line.strip()]
+            parsed = [out for out, ok in outs if ok]
+            stats.correct_before_judge += sum(bool(out.get("correct")) for out in parsed)
+            if judge:
+                await asyncio.gather(*(_judge_line(judge, out, stats) for out in parsed))
+            for out in parsed:
+                _count(out, stats)
+            for out, _ in outs:
+                writer.write(json.dumps(out, ensure_ascii=False) + "\n")
+    finally:
+        if judge:
+            await judge.aclose()
+        if cache is not None:
+            cache.close()
+
+
+def _chunks(lines: Iterator[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]:
+    while chunk := list(islice(lines, CHUNK)):
+        yield chunk
+
+
+def _extract_line(number: int, line: str, stats: ExtractStats) -> tuple[dict[str, Any], bool]:
+    """(output line, whether it was parsed)."""
+    stats.lines += 1
+    try:
+        return extract_record(json.loads(line)), True
     except (json.JSONDecodeError, ValueError) as exc:
         stats.errors += 1
         reason = f"not valid JSON: {exc}" if isinstance(exc, json.JSONDecodeError) else str(exc)
-        return {"line": number, "error": reason, "text": line.rstrip("\n")}
+        return {"line": number, "error": reason, "text": line.rstrip("\n")}, False
+
+
+async def _judge_line(judge: Judge, out: dict[str, Any], stats: ExtractStats) -> None:
+    if await judge.review(out, out.get("question", ""),
+                                                 option_map(out["options"])):
+        stats.judge_asked += 1
+        stats.judge_errors += "error" in out["judge"]
+
+
+def _count(out: dict[str, Any], stats: ExtractStats) -> None:
     stats.rules[out["rule"]] += 1
     if "correct" in out:
         stats.graded_by_rule[out["rule"]] += 1
         stats.correct_by_rule[out["rule"]] += out["correct"]
-    return out
+        if not out["correct"]:
+            stats.misreads[_misread(out["gold"], out["extracted"])] += 1
+
+
+def _misread(gold: str, extracted: str | None) -> str:
+    if gold == NO_ANSWER:
+        return "none → letter"
+    return "letter → none" if extracted is None else "letter → another letter"
 
 
 def summary_text(stats: ExtractStats, target: Path) -> str:
-    """Counts per rule, the invalid rate, and accuracy where the input had `gold` letters."""
+    """Counts per rule, the invalid rate, and agreement with `gold` where the input has one."""
     rate = f"{100 * stats.invalid / stats.parsed:.1f}%" if stats.parsed else "–"
     lines = [f"{stats.lines} lines: {stats.parsed} parsed, {stats.errors} malformed "
              f"(see 'error' in the output); invalid rate {rate}", "",
-             "| rule | n | accuracy |", "|---|---|---|"]
+             "| rule | n | agrees with gold |", "|---|---|---|"]
     for rule, n in stats.rules.most_common():
         graded = stats.graded_by_rule[rule]
         acc = f"{100 * stats.correct_by_rule[rule] / graded:.1f}%" if graded else "–"
         lines.append(f"| {rule} | {n} | {acc} |")
     graded = sum(stats.graded_by_rule.values())
     if graded:
-        lines += ["", f"accuracy over {graded} lines with a gold letter: "
-                      f"{100 * sum(stats.correct_by_rule.values()) / graded:.1f}%"]
+        agreed = sum(stats.correct_by_rule.values())
+        misreads = ", ".join(f"{kind} {stats.misreads[kind]}" for kind in (
+            "none → letter", "letter → none", "letter → another letter"))
+        lines += ["", f"agreement with 'gold' over {graded} lines: {100 * agreed / graded:.2f}% "
+                      f"({agreed}/{graded}; the accuracy when 'gold' is the correct letter); "
+                      f"misread: {misreads}"]
+        if stats.judge_asked:
+            lines.append(f"without the judge: {100 * stats.correct_before_judge / graded:.2f}%")
+    if stats.judge_asked:
+        decided = stats.rules[JUDGE_RULE]
+        lines.append(f"judge: asked about {stats.judge_asked} invalid lines, decided {decided}, "
+                     f"{stats.judge_errors} failed")
     lines += ["", f"Written to {target}"]
     return "\n".join(lines)
 

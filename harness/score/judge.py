@@ -1,22 +1,27 @@
 """The optional LLM judge: the last rule, asked only about responses the parser left invalid.
 
-Any adapter can judge (`--judge vllm/Qwen2.5-7B-Instruct`). It sees the options and the response
-(text only) and names the one option the response committed to, or NONE; its reply is read with the
-same `parse_answer`, so a judge cannot smuggle in a letter the rules would not accept. Its replies
-go through the same response cache as the model's (keyed by exactly what it was shown), so a re-run
-never asks twice. Records it decides get `rule: "judge"` and keep the parser's verdict in
-`rule_before_judge`; the summary reports accuracy with and without the judge.
+Any adapter can judge (`--judge vllm/Qwen2.5-7B-Instruct`), for `ubench run` and `ubench extract`.
+It sees the question, the options and the response's conclusion (text only: at most its last
+`RESPONSE_TAIL` characters once reasoning blocks and template tokens are removed, so a 1 MB ramble
+costs no more than a short answer) and names the one option the response committed to, or NONE.
+Its reply is read with the same `parse_answer`, so a judge cannot smuggle in a letter the rules
+would not accept, and is kept raw in `judge_raw`. Its replies go through the same response cache as
+the model's (keyed by exactly what it was shown), so a re-run never asks twice. Records it decides
+get `rule: "judge"` and keep the parser's verdict in `rule_before_judge`; the summary reports
+accuracy with and without the judge.
 """
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
-from harness.adapters import Adapter, AdapterError, ChatRequest, GenerationParams
+from harness.adapters import Adapter, AdapterError, ChatRequest, GenerationParams, create_adapter
+from harness.run.cache import CachedAdapter, ResponseCache
 from harness.run.retry import RetryPolicy
-from harness.score.parsing import INVALID_PREFIX, parse_answer
+from harness.score.parsing import INVALID_PREFIX, clean, parse_answer
 
 RULE = "judge"
+RESPONSE_TAIL = 2_000  # characters of the response's end the judge is shown
 PROMPT = """Below are the options of a multiple-choice question and a model's response to it. \
 Which single option did the response commit to as its final answer? Judge only what the response \
 says, not which option is correct. If it committed to no option, or to more than one, answer NONE.
@@ -25,7 +30,7 @@ Question: {question}
 Options:
 {options}
 
-Response:
+Response{cut}:
 \"\"\"
 {response}
 \"\"\"
@@ -37,6 +42,16 @@ PARAMS = GenerationParams(temperature=0.0, max_tokens=256, seed=0)
 SKIPPED = (INVALID_PREFIX + "empty",)
 
 
+def judge_prompt(question: str, options: Mapping[str, str], response: str) -> str:
+    """What the judge is asked: the response's conclusion only, said so when it was cut."""
+    text = clean(response, options)
+    cut = len(text) > RESPONSE_TAIL
+    return PROMPT.format(
+        question=question, response=text[-RESPONSE_TAIL:] if cut else text,
+        cut=f" (its last {RESPONSE_TAIL:,} characters)" if cut else "",
+        options="\n".join(f"{letter}) {option}" for letter, option in options.items()))
+
+
 class Judge:
     """Asks `adapter` (cached like any model) about invalid responses, through the retry policy."""
 
@@ -45,34 +60,54 @@ class Judge:
         self.policy = policy
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.adapter.describe(), "prompt_sha256": PROMPT_SHA256}
+        return {"model": self.adapter.describe(), "prompt_sha256": PROMPT_SHA256,
+                "response_tail_chars": RESPONSE_TAIL}
 
-    async def review(self, record: dict[str, Any], question: str) -> None:
-        """Ask about `record` if the parser left it invalid, and write the outcome into it."""
+    def use_cache(self, cache: ResponseCache) -> None:
+        """Answer from `cache` what this judge was already asked."""
+        identity = self.adapter.cache_identity()
+        if identity is not None:
+            self.adapter = CachedAdapter(self.adapter, cache, identity)
+
+    async def review(self, record: dict[str, Any], question: str,
+                     options: Mapping[str, str] | None = None) -> bool:
+        """Ask about `record` if the parser left it invalid, and write the outcome into it
+        (`options` default to the record's own); whether it was asked."""
         if record.get("error") or not str(record["rule"]).startswith(INVALID_PREFIX) or (
                 record["rule"] in SKIPPED):
-            return
-        options, response = record["options"], record["response"]
-        prompt = PROMPT.format(question=question, response=response, options="\n".join(
-            f"{letter}) {text}" for letter, text in options.items()))
-        request = ChatRequest(f"judge:{record['item_id']}",
+            return False
+        options = record["options"] if options is None else options
+        prompt = judge_prompt(question, options, record["response"])
+        item = record.get("item_id", record.get("id", ""))
+        request = ChatRequest(f"judge:{item}",
                               [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
                               None, PARAMS, "".join(options))
         try:
             reply = await self.policy.call(lambda: self.adapter.complete(request))
         except AdapterError as exc:
             record["judge"] = {"model": self.adapter.spec, "error": exc.as_record()}
-            return
+            return True
         verdict = parse_answer(reply.text, options)
+        record["judge_raw"] = reply.text
         record["judge"] = {"model": self.adapter.spec, "reply": reply.text, "rule": verdict.rule,
                            "cached": reply.meta.get("cache") == "hit"}
         if verdict.valid:
             record["rule_before_judge"] = record["rule"]
-            record.update({"extracted": verdict.letter, "rule": RULE,
-                           "correct": verdict.letter == record["gold"]})
+            record.update({"extracted": verdict.letter, "rule": RULE})
+            if "gold" in record:
+                record["correct"] = verdict.letter == record["gold"]
+        return True
 
     async def aclose(self) -> None:
         await self.adapter.aclose()
+
+
+def build_judge(spec: str, *, base_url: str | None = None, seed: int | None = 0,
+                timeout: float = 120.0, concurrency: int = 32, max_attempts: int = 6) -> Judge:
+    """The judge for a model spec; ValueError names what is wrong with it."""
+    adapter = create_adapter(spec, base_url=base_url, seed=seed, timeout=timeout,
+                             concurrency=concurrency)
+    return Judge(adapter, RetryPolicy(max_attempts=max_attempts))
 
 
 def judge_summary(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
