@@ -28,16 +28,18 @@ CORPUS = ROOT / "tests" / "parser_corpus.jsonl"
 GROUPS = {
     "bare letter: `B`, `**B**`, `\\boxed{B}`, `b`": ("lone_letter", "wrapped_letter", "lowercase"),
     "letter with text or explanation: `B) lymphocyte`": (
-        "letter_with_text", "leading_letter", "letter_text_mismatch"),
+        "letter_with_text", "leading_letter", "letter_text_mismatch", "letter_gloss"),
     "answer statements, chain of thought, corrections": (
         "explicit_answer", "chain_of_thought", "several_letters_one_final", "self_correction",
-        "chinese"),
+        "chinese", "letter_in_words", "other_language"),
     "option text, article \"A\", rejected alternatives": (
         "option_text", "none_of_the_above", "article_a", "rejected_alternative"),
+    "values: LaTeX, units, letters or numbers as options, working": (
+        "normalised_value", "letter_options", "working_not_answer"),
     "`<think>`, template tokens, echoed prompt, new question": (
         "think_block", "template_tokens", "echoed_prompt", "continues_generating"),
     "no single answer: two letters, refusal, empty": (
-        "multiple_answers", "out_of_range", "refusal", "empty", "no_answer"),
+        "multiple_answers", "out_of_range", "refusal", "empty", "no_answer", "no_single_answer"),
 }
 SCORERS = ("ubench parser", "official μ-Bench scorer", "first capital letter")
 

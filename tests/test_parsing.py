@@ -21,7 +21,6 @@ from harness.score.parsing import (
 )
 
 CORPUS = Path(__file__).with_name("parser_corpus.jsonl")
-MIN_ACCURACY = 0.99
 
 BLOOD = dict(zip("ABCDEF", ["platelet", "eosinophil", "neutrophil", "immature granulocyte",
                             "basophil", "none of the above"]))
@@ -51,7 +50,10 @@ def test_corpus_is_large_labelled_and_covers_every_style():
                 "self_correction", "multiple_answers", "none_of_the_above", "option_text",
                 "article_a", "rejected_alternative", "chinese", "continues_generating",
                 "echoed_prompt", "template_tokens", "think_block", "out_of_range", "refusal",
-                "empty", "no_answer", "letter_text_mismatch"}
+                "empty", "no_answer", "letter_text_mismatch",
+                # the classes of real responses the parser once misread (issue 12)
+                "letter_gloss", "letter_in_words", "other_language", "normalised_value",
+                "letter_options", "working_not_answer", "no_single_answer"}
     assert expected <= styles
     assert sum(r["label"] is None for r in rows) >= 50  # the parser must be able to say "none"
 
@@ -74,8 +76,8 @@ def test_corpus_accuracy_per_style(capsys):
     table = "\n".join(lines)
     with capsys.disabled():
         print("\nParser accuracy on the labelled corpus\n" + table)
-    accuracy = sum(total) / len(total)
-    assert accuracy >= MIN_ACCURACY, table + "\n\nMisread:\n" + "\n".join(misses)
+    # A regression floor: every style, old and new, is read right in full.
+    assert not misses, table + "\n\nMisread:\n" + "\n".join(misses)
 
 
 # --- rule 1: explicit statements ------------------------------------------------------------------

@@ -338,6 +338,27 @@ def _option_at(text: str, pos: int, options: Options, article: bool = True
     return best
 
 
+# Yes/no and left/right option texts as answered in Chinese, Japanese, Korean, Spanish, French,
+# German, Portuguese and Russian: read only as the whole response or the target of an answer frame
+# ("答案：是"), never inside running text, where "是" is also a copula.
+_TRANSLATIONS = {
+    "yes": "是的|是|对|對|はい|예|네|sí|si|oui|ja|sim|да",
+    "no": "不是|否|不|いいえ|아니요|아니오|아니|non|nein|não|nao|нет",
+    "left": "左边|左側|左|왼쪽|izquierda|gauche|links|esquerda|слева|левый",
+    "right": "右边|右側|右|오른쪽|derecha|droite|rechts|direita|справа|правый",
+}
+_TRANSLATED = {k: re.compile(rf"(?:{v})(?![^\W_])", re.I) for k, v in _TRANSLATIONS.items()}
+
+
+def _translated_at(text: str, pos: int, options: Options) -> tuple[str, int] | None:
+    """(letter, end) of a yes/no or left/right option answered in another language at `pos`."""
+    for letter, option in options.items():
+        pattern = _TRANSLATED.get(_norm_option(option))
+        if pattern and (m := pattern.match(text, pos)):
+            return letter, m.end()
+    return None
+
+
 _CLOSERS = re.compile(r"(?:[)\]}*_`\"'“”’）】$]+|\\[)\]]){0,8}")
 _STRONG_AFTER = re.compile(r"\s*(?:$|\n|[.,;:!?。，；：、)\]}\-–—/|<]|[^\x00-\x7f])")
 _WORD_AFTER = re.compile(r"\s+\(?([A-Za-z]+)")
@@ -368,8 +389,8 @@ def _letter_at(text: str, pos: int, options: Options) -> _Letter | None:
                                               and text[pos - 1].isalnum()):
         return None
     nxt = text[pos + 1:pos + 2]
-    if nxt.isascii() and (nxt.isalnum() or nxt == "'"):
-        return None
+    if (nxt.isascii() and (nxt.isalnum() or nxt == "'")) or (nxt.isalpha() and nxt <= "\u024f"):
+        return None  # part of a word, also an accented one ("sí")
     if c.islower() and _OPERATOR_AFTER.match(text, pos + 1):
         return None  # "a/b", "a + b": a variable
     end = _CLOSERS.match(text, pos + 1).end()
@@ -419,7 +440,7 @@ def _starts_with_option_text(text: str, pos: int, options: Options) -> str | Non
 _FILLER = re.compile(
     r"(?:[\s*_`\"'“”‘’(\[{（【$:：>#=]+|\\(?:boxed|text|textbf|mathbf|mathrm|textrm|mathtt)\s*\{|"
     r"\\[(\[]|\b(?:option|choice|letter|most\s+likely|more\s+likely|likely|probably|clearly|"
-    r"definitely|therefore|thus|then|simply|indeed|opción|opcion|alternativa|вариант|variante)\b|"
+    r"definitely|therefore|thus|then|simply|indeed|opción|opcion|alternativa|вариант|variante|la|el|le|die|der)\b|"
     r"選択肢|选项|선택지){0,12}", re.I)
 _I = r"(?i:"  # case-insensitive words around a case-sensitive letter
 
@@ -442,8 +463,8 @@ _MARKERS: tuple[tuple[re.Pattern, bool], ...] = tuple(
     # Other languages: Japanese, Korean, Spanish, French, German, Portuguese, Russian.
     (r"(?:答え|正解|解答)\s*(?:は|：|:)|(?:정답|답)\s*(?:은|는)?\s*[:：]?(?=\s*[(\[]?[A-Z])|"
      r"\b(?:la\s+|a\s+|die\s+)?(?:bonne\s+|richtige\s+|korrekte\s+)?(?:respuesta|réponse|resposta|"
-     r"antwort)(?:\s+(?:correcta|correcte|correta|final|finale))?\s*(?:es|est|é|ist|lautet|"
-     r"sería|serait|seria|wäre|[:：])|(?:правильный\s+)?\bответ\b\s*(?:[:：—\-]|это|будет)", True),
+     r"antwort)(?:\s+(?:correcta|correcte|correta|final|finale))?\s*(?:(?:est|es|é|ist|lautet|"
+     r"sería|serait|seria|wäre)\b|[:：])|(?:правильный\s+)?\bответ\b\s*(?:[:：—\-]|это|будет)", True),
     (r"(?:最终|正确)?(?:答案|回答|解答)(?:选项)?\s*(?:应该是|应该为|应为|应是|是|为|选|：|:)?|(?:故|应|因此|所以|我|则|只能)?选(?:择)?"
      r"(?!项)\s*(?:是|为|：|:)?|正确的?(?:选项|答案)\s*(?:是|为|：|:)?", True),
     (r"\b(?:so|thus|therefore|hence|i\.e\.|leaves|leaving)\b[\s,:]*(?:it'?s\s+|it\s+is\s+)?",
@@ -473,7 +494,7 @@ def _read_target(text: str, pos: int, options: Options, strong: bool
                  ) -> tuple[Verdict, int, int]:
     """What a marker ending at `pos` commits to: (verdict, start, end) of its target."""
     start = _FILLER.match(text, pos).end()
-    if strong and (hit := _option_at(text, start, options)):
+    if strong and (hit := _option_at(text, start, options) or _translated_at(text, start, options)):
         literal = _starts_with_option_text(text, start, options)
         tok = _letter_at(text, start, options)
         if tok is not None and tok.letter in options and len(_norm_option(options[hit[0]])) == 1:
@@ -681,6 +702,8 @@ def _whole_response_option(text: str, options: Options) -> str | None:
     words = _norm(text).split()
     if not words or len(words) > 4:
         return None
+    if (said := _translated_at(text.strip(), 0, options)) and not _norm(text.strip()[said[1]:]):
+        return said[0]
     compact = "".join(words)
     forms = {compact, compact + "s", compact.removesuffix("s")}  # either side may be plural
     spelled = [k for k, v in options.items() if _norm_option(v).replace(" ", "") in forms]
@@ -700,7 +723,7 @@ _SENTENCE_END = re.compile(r"[.!?。](?=\s|$)|\n")
 _CONCLUSION_START = re.compile(r"\s*(?:[-*#>]+\s*)?(?:so|thus|therefore|hence|finally|in\s+conclusion|"
                                r"所以|因此|故)\b", re.I)
 _OPERATOR_BEFORE = re.compile(r"[-+*/×÷^]\s*$")
-_OPERATOR_NEXT = re.compile(r"\s*[-+*/×÷^=<>]")
+_OPERATOR_NEXT = re.compile(r"[°%′″]?\s*[-+*/×÷^=<>]")
 
 
 def _concludes(text: str, start: int, end: int) -> bool:
@@ -744,7 +767,8 @@ _NO_OPTION_FITS = re.compile(
     r"\b(?:options?|choices?|answers?)\s+(?:is|are)\s+not\s+(?:available|listed|provided|given|"
     r"among)\b|\bnot\s+available\s+in\s+the\s+(?:given\s+)?(?:options|choices)\b|"
     r"\bnone\s+of\s+the\s+(?:given\s+|provided\s+)?(?:options|choices|answers)\s+(?:is|are|match|"
-    r"fits?)\b|\b(?:mistake|error)\s+in\s+the\s+(?:question|problem|options|choices)\b", re.I)
+    r"fits?)\b|\b(?:matches|fits|is|equals)\s+none\s+of\s+the\s+(?:options|choices|answers)\b|"
+    r"\b(?:mistake|error)\s+in\s+the\s+(?:question|problem|options|choices)\b", re.I)
 
 
 def _no_option_fits(text: str, options: Options) -> bool:
