@@ -100,3 +100,47 @@ def test_an_unreachable_judge_leaves_records_invalid_and_the_run_completes(tmp_p
     summary = json.loads((out / "summary.json").read_text())
     assert summary["judge"]["n_errors"] == len(asked) and summary["judge"]["n_decided"] == 0
     assert summary["n_errors"] == 0  # the model's answers were all received and scored
+
+
+def test_extract_asks_the_judge_and_shows_it_only_the_conclusion(tmp_path):
+    """`ubench extract --judge`: only invalid lines are asked; the prompt holds the question, the
+    options and the response's last 2,000 characters; the raw reply is kept; a re-run is cached."""
+    options = {"A": "eosinophil", "B": "neutrophil", "C": "basophil"}
+    long_hedge = "OPENING-WORDS " + "The stain is uneven here. " * 400 + HEDGE
+    lines = [("B", "B"), (HEDGE, "A"), (long_hedge, "A"), (RAMBLE, "none"), ("", "none")]
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "question": "Which granulocyte is shown?",
+                                          "options": options, "response": r, "gold": g}) + "\n"
+                              for i, (r, g) in enumerate(lines)), encoding="utf-8")
+    prompts = []
+
+    def judge_only(body: dict) -> str:
+        prompts.append(prompt_parts(body)[0])
+        return judge_answer(prompts[-1])
+
+    with TestServer(judge_only) as server:
+        args = ("extract", "--input", str(source), "--output", str(target), "--judge",
+                "vllm/judge", "--judge-base-url", server.base_url)
+        proc = ubench(*args)
+        out = read_jsonl(target)
+        assert server.stats.models["judge"] == 3  # the hedges and the ramble; not "B", not ""
+        again = ubench(*args)
+        assert server.stats.models["judge"] == 3  # answered from the cache
+        rerun = read_jsonl(target)
+        assert [o["extracted"] for o in rerun] == [o["extracted"] for o in out]
+        assert all(o["judge"]["cached"] for o in rerun if "judge" in o)
+    assert [o["rule"] for o in out[:3]] == ["lone_letter", "judge", "judge"]
+    assert [o["extracted"] for o in out] == ["B", "A", "A", None, None]
+    assert [o.get("judge_raw") for o in out] == [None, "A", "A", "NONE", None]
+    assert out[1]["rule_before_judge"].startswith("invalid:") and out[3]["rule"].startswith("invalid:")
+    assert all(o["correct"] for o in out)  # "none" agrees with an invalid reading
+    for prompt in prompts:
+        assert "Which granulocyte is shown?" in prompt and "C) basophil" in prompt
+    long_prompt = next(p for p in prompts if "uneven" in p)
+    shown = long_prompt.split('"""')[1].strip()
+    assert len(shown) == 2_000 and shown.endswith(HEDGE) and "OPENING-WORDS" not in long_prompt
+    assert "(its last 2,000 characters)" in long_prompt
+    assert "judge: asked about 3 invalid lines, decided 2, 0 failed" in proc.stdout
+    assert "agreement with 'gold' over 5 lines: 100.00%" in proc.stdout
+    assert "without the judge: 60.00%" in proc.stdout
+    assert "judge: asked about 3 invalid lines, decided 2" in again.stdout
