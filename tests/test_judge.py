@@ -54,7 +54,7 @@ def test_judge_decides_only_invalid_responses_and_is_cached(tmp_path):
         for r in by_response[HEDGE]:
             assert (r["extracted"], r["rule"]) == ("A", "judge")
             assert r["rule_before_judge"].startswith("invalid:")
-            assert r["judge"]["reply"] == "A" and r["correct"] == (r["gold"] == "A")
+            assert r["judge"]["reply"] == r["judge_raw"] == "A" and r["correct"] == (r["gold"] == "A")
         for r in by_response[RAMBLE]:  # the judge's "NONE" is no answer either
             assert r["extracted"] is None and r["rule"] == "invalid:no_answer"
             assert r["judge"]["rule"].startswith("invalid:") and "rule_before_judge" not in r

@@ -9,10 +9,12 @@ import pytest
 
 from harness.score.parsing import (
     INVALID_PREFIX,
+    MAX_READ,
     Invalid,
     _decide,
     clean,
     parse_answer,
+    plain,
     rule_final_answer,
     rule_leading_letter,
     rule_letter_with_text,
@@ -322,3 +324,56 @@ def test_readme_table_is_the_one_the_bench_script_prints():
     readme = (root / "README.md").read_text(encoding="utf-8")
     shown = readme.split("<!-- parser-table:start -->")[1].split("<!-- parser-table:end -->")[0]
     assert shown.strip() == printed, "run `python bench/parser_table.py` and update README.md"
+
+
+# --- classes of real responses (issue 12) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw, plain_text", [
+    ("$24 \\mathrm{~cm}$", " 24  cm "), ("\\frac{1}{3}", "1/3"), ("\\frac{a+b}{2}", "(a+b)/2"),
+    ("$30^\\circ$", " 30° "), ("30^{\\circ}", "30°"), ("Ａ（Ｂ）", "A(B)"), ("−5", "-5"),
+    ("1,200 cells", "1200 cells"), ("1, 2, 3", "1, 2, 3"), ("\\boxed{\\text{B}}", "\\boxed{B}"),
+])
+def test_plain_writes_latex_and_typography_plainly(raw, plain_text):
+    assert plain(raw) == plain_text
+
+
+@pytest.mark.parametrize("text, options, letter", [
+    ("The answer is 24 Cm.", {"A": "$12 \\mathrm{~cm}$", "B": "$24 \\mathrm{~cm}$"}, "B"),
+    ("350.93 K", {"A": "340.93K", "B": "350.93K"}, "B"),
+    ("\\boxed{\\frac{a}{a+b}}", {"A": "$\\sqrt{\\frac{a}{b}}$", "B": "$\\frac{a}{b}$"}, None),
+    ("The answer is 3.5", {"A": "3", "B": "5"}, None),        # "3" is not a part of "3.5"
+    ("The answer is -3", {"A": "3", "B": "-3"}, "B"),
+])
+def test_value_options_match_only_whole_values(text, options, letter):
+    assert parse_answer(text, options).letter == letter
+
+
+@pytest.mark.parametrize("text, rule, letter", [
+    ("Eosinophils and basophils both have granules, but (B) eosinophil fits the orange colour.",
+     "labelled_option", "B"),
+    ("Basophils have dark granules. The cell here, an eosinophil (option B), has orange ones.",
+     "labelled_option", "B"),
+    ("(F) yes (G) no (H) yes (I) no", "invalid:alphabet_run", None),
+    ("The count is 7, which is not among the options.", "invalid:no_matching_option", None),
+    ("Option (B) is not the correct answer.", "invalid:no_answer", None),
+])
+def test_new_rules_name_themselves(text, rule, letter):
+    got = parse_answer(text, {k: v for k, v in BLOOD.items() if k != "F"})
+    assert (got.letter, got.rule) == (letter, rule)
+
+
+def test_think_blocks_are_removed_by_one_linear_scan():
+    assert clean("a</think>b<think>c</think>d") == "b d"
+    assert clean("<think>x<think>y</think>z") == "z"
+    assert clean("<think>" * 50_000) == ""
+
+
+def test_a_very_long_response_is_read_by_its_opening_and_conclusion():
+    ramble = "The granules are hard to make out in this field. " * 2_000  # 100 KB
+    assert len(ramble) > MAX_READ
+    assert parse_answer(ramble + "The answer is (B).", BLOOD).letter == "B"
+    assert parse_answer("C\n\n" + ramble, BLOOD).letter == "C"
+    # Up to MAX_READ characters, the whole response is read.
+    long = "Answer: A\n" + "x " * ((MAX_READ - 30) // 2) + "\nAnswer: E"
+    assert len(long) <= MAX_READ and parse_answer(long, BLOOD).letter == "E"

@@ -301,7 +301,13 @@ def _none_letter(options: Options) -> str | None:
 
 def _mentions(text: str, options: Options) -> list[tuple[int, int, str]]:
     """Non-overlapping (start, end, letter) mentions of option texts, leftmost-longest
-    ("early anaphase", not "anaphase")."""
+    ("early anaphase", not "anaphase"); several rules ask about the same text."""
+    return _mentions_of(text, tuple(options.items()))
+
+
+@lru_cache(maxsize=8)
+def _mentions_of(text: str, items: tuple[tuple[str, str], ...]) -> list[tuple[int, int, str]]:
+    options = dict(items)
     found = []
     for letter, option in options.items():
         pattern = _option_pattern(option)
@@ -741,6 +747,12 @@ def _concludes(text: str, start: int, end: int) -> bool:
 
 def _positive_mentions(text: str, options: Options) -> list[tuple[str, bool]]:
     """(letter, committed) for each option text not quoted in a rejected alternative."""
+    return _positive_mentions_of(text, tuple(options.items()))
+
+
+@lru_cache(maxsize=8)
+def _positive_mentions_of(text: str, items: tuple[tuple[str, str], ...]) -> list[tuple[str, bool]]:
+    options = dict(items)
     out = []
     breaks = [m.end() for m in _CLAUSE_BREAK.finditer(text)]
     for start, end, letter in _mentions(text, options):
