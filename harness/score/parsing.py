@@ -185,11 +185,11 @@ def _listings_of_options(text: str, options: Options) -> list[tuple[int, int]]:
 _FULL_WIDTH = {**{c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}, 0x3000: 0x20, 0x2212: 0x2D,
                0x00B2: "^2", 0x00B3: "^3"}
 _LATEX_PLAIN: tuple[tuple[re.Pattern, Any], ...] = tuple((re.compile(p), r) for p, r in (
-    (r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", lambda m: f"{_group(m[1])}/{_group(m[2])}"),
-    (r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", lambda m: f"{_group(m[1])}/{_group(m[2])}"),
     (r"\\(?:mathrm|text|textbf|textrm|textit|mathbf|mathit|operatorname)\s*\{([^{}]*)\}", r"\1"),
-    (r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree", "°"),
     (r"\\sqrt\s*\{([^{}]*)\}", r"√\1"),
+    (r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", lambda m: f"{_group(m[1])}/{_group(m[2])}"),
+    (r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}", lambda m: f"{_group(m[1])}/{_group(m[2])}"),
+    (r"\^\s*\{\s*\\circ\s*\}|\^\s*\\circ|\\circ|\\degree", "°"),
     (r"\\left\b|\\right\b|\\[()\[\]]|\$", " "),
     (r"\\[,;:! ]|~", " "),
     (r"\\%", "%"), (r"\\pi\b", "π"), (r"\\times\b", "×"), (r"\\cdot\b", "·"),
@@ -694,7 +694,9 @@ _COMMITTED_BEFORE = re.compile(
 _OPENS_SENTENCE = re.compile(r"(?:^|[.!?:\n]|,)\s*$")
 _COMPARED_AFTER = re.compile(
     r"\s*(?:\(\s*(?:option\s+|choice\s+)?[A-Z]\s*\)\s*)?(?:(?:is|appears|seems|looks)\s+"
-    r"(?:to\s+be\s+)?)?(?:the\s+)?(?:most|more|better|best|closer|closest)\b", re.I)
+    r"(?:to\s+be\s+)?)?(?:the\s+)?(?:(?:most|more)\s+(?:accurately|closely|similar|likely|"
+    r"appropriate|suitable|precisely|tightly|consistent|plausible)|better|best|closer|closest)\b",
+    re.I)
 # "...grey-blue cytoplasm: monocyte." — a colon or dash commits only to a text that ends the clause.
 _LABELLED_BEFORE = re.compile(r"[:：—–=→]\s*(?:an?\s+|the\s+)?$")
 _ENDS_CLAUSE = re.compile(r"\s*(?:$|[.;!\n)])")
