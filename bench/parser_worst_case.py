@@ -3,10 +3,12 @@
     python bench/parser_worst_case.py
 
 Each input is built to provoke a slow path (repeated or unclosed tags, a run of letters, nested
-brackets, one line without spaces, many answer frames, option texts or question headers, LaTeX).
-Prints, per size, the slowest input and its time (best of 3 runs), and the time per KB relative
-to 10 KB: a parser that is linear, or bounded, keeps that ratio at or below 1. The target is 1 MB
-in under 50 ms.
+brackets, one line without spaces, many answer frames, option texts or question headers, LaTeX,
+number and formula options mentioned over and over).
+Prints, per size, the slowest input and its time (CPU time of this process, best of 3 runs, so
+that other jobs on a shared machine do not blur it), and the time per KB relative to 10 KB: a
+parser that is linear, or bounded, keeps that ratio at or below 1. 24 KB is the longest response
+read whole; a longer one is read by its opening and conclusion. The target is 1 MB in under 50 ms.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from harness.score.parsing import parse_answer  # noqa: E402
 
 OPTIONS = dict(zip("ABCDEF", ["platelet", "eosinophil", "neutrophil", "immature granulocyte",
                               "basophil", "none of the above"]))
+VALUES = {"A": "12", "B": "24", "C": "$48 \\mathrm{~cm}$", "D": "$\\frac{1}{3}$"}
 SIZES = {"10 KB": 10_000, "24 KB": 24_000, "100 KB": 100_000, "1 MB": 1_000_000}
 UNITS = {
     "repeated unclosed <think>": "<think>",
@@ -34,7 +37,12 @@ UNITS = {
     "question headers": "Question: which cell?\nA) platelet\nB) eosinophil\n",
     "LaTeX fractions": "\\frac{1}{\\frac{2}{$3$}} = \\boxed{",
     "end-of-turn tokens": "</s><|im_end|>",
-    "letter with glosses": "B (the granules are orange-red and" ,
+    "letter with glosses": "B (the granules are orange-red and",
+}
+# Number, unit and formula options, where every mention's sentence is examined.
+VALUE_UNITS = {
+    "values without a full stop": "12 24 1/3 48 cm, ",
+    "values in working": "12 + 24 = 36; 1/3 × 48 cm = 16 cm. ",
 }
 
 
@@ -42,22 +50,25 @@ def adversarial(unit: str, size: int) -> str:
     return (unit * (size // len(unit) + 1))[:size]
 
 
-def best_of(text: str, runs: int = 3) -> float:
+def best_of(text: str, options: dict[str, str], runs: int = 3) -> float:
     times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        parse_answer(text, OPTIONS)
-        times.append(time.perf_counter() - start)
+    for run in range(runs):
+        variant = text[:-1] + "xyz"[run]  # a new text each run: nothing is cached across runs
+        start = time.process_time()
+        parse_answer(variant, options)
+        times.append(time.process_time() - start)
     return min(times)
 
 
 def main() -> None:
     worst: dict[str, tuple[float, str]] = {}
     print(f"{'input':<32}" + "".join(f"{s:>12}" for s in SIZES))
-    for name, unit in UNITS.items():
+    cases = [(name, unit, OPTIONS) for name, unit in UNITS.items()]
+    cases += [(name, unit, VALUES) for name, unit in VALUE_UNITS.items()]
+    for name, unit, options in cases:
         row = []
         for label, size in SIZES.items():
-            seconds = best_of(adversarial(unit, size))
+            seconds = best_of(adversarial(unit, size), options)
             row.append(seconds)
             if seconds > worst.get(label, (0.0, ""))[0]:
                 worst[label] = (seconds, name)

@@ -2,7 +2,10 @@
 
 `clean` first removes what the model did not mean as its answer: `<think>` blocks, chat-template
 tokens (and any turn generated after an end-of-turn token), an echoed prompt, and a new question the
-model went on to invent after answering. Then each rule, from most to least explicit, is a small
+model went on to invent after answering; `plain` writes LaTeX and typography the same way in the
+response and in the option texts; a response over `MAX_READ` characters is read by its opening and
+its conclusion, so any input parses in bounded time, and no regex here can backtrack
+super-linearly. Then each rule, from most to least explicit, is a small
 function `(text, options) -> letter | Invalid | None`: the first that decides wins and its name goes
 into the record, so every score can be audited. Nothing here guesses: a response that commits to
 no single option is invalid, with the reason.
@@ -700,6 +703,7 @@ _COMPARED_AFTER = re.compile(
 # "...grey-blue cytoplasm: monocyte." — a colon or dash commits only to a text that ends the clause.
 _LABELLED_BEFORE = re.compile(r"[:：—–=→]\s*(?:an?\s+|the\s+)?$")
 _ENDS_CLAUSE = re.compile(r"\s*(?:$|[.;!\n)])")
+_OR_BEFORE = re.compile(r"\bor\s+(?:an?\s+)?$")
 _HEDGED = re.compile(r"^\s*(?:,|/)?\s*\bor\b", re.I)
 
 
@@ -734,17 +738,31 @@ _OPERATOR_BEFORE = re.compile(r"[-+*/×÷^]\s*$")
 _OPERATOR_NEXT = re.compile(r"[°%′″]?\s*[-+*/×÷^=<>]")
 
 
-def _concludes(text: str, start: int, end: int) -> bool:
-    """Is text[start:end] a result stated in a concluding sentence (the last one, or one opening
-    with so/therefore/thus/hence), not a term of a calculation ("30° + 60° = 90°")?"""
-    if _OPERATOR_BEFORE.search(text, max(0, start - 3), start) or _OPERATOR_NEXT.match(text, end):
-        return False
-    ends = _SENTENCE_END.search(text, end)
-    if ends is None or not text[ends.end():].strip():
-        return True
-    window = text[max(0, start - 400):start]
-    begins = max((m.end() for m in _SENTENCE_END.finditer(window)), default=0)
-    return bool(_CONCLUSION_START.match(window, begins))
+class _Sentences:
+    """Where the sentences of a text end, found once, so that asking about each of many mentions
+    stays linear."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.ends = [m.start() for m in _SENTENCE_END.finditer(text)]
+        self.content_end = len(text.rstrip())
+        self.opens_conclusion: dict[int, bool] = {}
+
+    def concludes(self, start: int, end: int) -> bool:
+        """Is text[start:end] a result stated in a concluding sentence (the last one, or one
+        opening with so/therefore/thus/hence), not a term of a calculation ("30° + 60° = 90°")?"""
+        text = self.text
+        if _OPERATOR_BEFORE.search(text, max(0, start - 3), start) or (
+                _OPERATOR_NEXT.match(text, end)):
+            return False
+        i = bisect.bisect_left(self.ends, end)
+        if i == len(self.ends) or self.ends[i] + 1 >= self.content_end:
+            return True  # the last sentence
+        j = bisect.bisect_left(self.ends, start) - 1
+        begins = self.ends[j] + 1 if j >= 0 else 0
+        if begins not in self.opens_conclusion:
+            self.opens_conclusion[begins] = bool(_CONCLUSION_START.match(text, begins))
+        return self.opens_conclusion[begins]
 
 
 def _positive_mentions(text: str, options: Options) -> list[tuple[str, bool]]:
@@ -757,8 +775,10 @@ def _positive_mentions_of(text: str, items: tuple[tuple[str, str], ...]) -> list
     options = dict(items)
     out = []
     breaks = [m.end() for m in _CLAUSE_BREAK.finditer(text)]
+    sentences = _Sentences(text)
+    values = {letter for letter, option in items if _is_value(option)}
     for start, end, letter in _mentions(text, options):
-        if _is_value(options[letter]) and not _concludes(text, start, end):
+        if letter in values and not sentences.concludes(start, end):
             continue
         i = bisect.bisect_right(breaks, start)
         clause_start = breaks[i - 1] if i else 0
@@ -770,7 +790,7 @@ def _positive_mentions_of(text: str, items: tuple[tuple[str, str], ...]) -> list
         committed = bool(_COMMITTED_BEFORE.search(window) or (
             _LABELLED_BEFORE.search(window) and _ENDS_CLAUSE.match(text, end)) or (
             _OPENS_SENTENCE.search(window) and _COMPARED_AFTER.match(text, end))) and not (
-            _HEDGED.match(after) or re.search(r"\bor\s+(?:an?\s+)?$", text[max(0, start - 12):start]))
+            _HEDGED.match(after) or _OR_BEFORE.search(text, max(0, start - 12), start))
         out.append((letter, committed))
     return out
 
