@@ -32,8 +32,9 @@ GROUPS = {
     "answer statements, chain of thought, corrections": (
         "explicit_answer", "chain_of_thought", "several_letters_one_final", "self_correction",
         "chinese", "letter_in_words", "other_language"),
-    "option text, article \"A\", rejected alternatives": (
-        "option_text", "none_of_the_above", "article_a", "rejected_alternative"),
+    "option text, article \"A\", rejected alternatives, hedges": (
+        "option_text", "none_of_the_above", "article_a", "rejected_alternative",
+        "hedged_option_text"),
     "values: LaTeX, units, letters or numbers as options, working": (
         "normalised_value", "letter_options", "working_not_answer"),
     "`<think>`, template tokens, echoed prompt, new question": (

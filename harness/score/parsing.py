@@ -704,6 +704,10 @@ _COMPARED_AFTER = re.compile(
 _LABELLED_BEFORE = re.compile(r"[:：—–=→]\s*(?:an?\s+|the\s+)?$")
 _ENDS_CLAUSE = re.compile(r"\s*(?:$|[.;!\n)])")
 _OR_BEFORE = re.compile(r"\bor\s+(?:an?\s+)?$")
+# "... but it could also be a basophil", "or possibly an eosinophil": a second option kept open.
+_ALTERNATIVE_BEFORE = re.compile(
+    r"\b(?:(?:could|might|may|can)\s+(?:also|equally|just\s+as\s+well)\s+be|"
+    r"or\s+(?:possibly|perhaps|maybe)|(?:alternatively|possibly\s+also))\s+(?:an?\s+|the\s+)?$", re.I)
 _HEDGED = re.compile(r"^\s*(?:,|/)?\s*\bor\b", re.I)
 
 
@@ -765,13 +769,15 @@ class _Sentences:
         return self.opens_conclusion[begins]
 
 
-def _positive_mentions(text: str, options: Options) -> list[tuple[str, bool]]:
-    """(letter, committed) for each option text not quoted in a rejected alternative."""
+def _positive_mentions(text: str, options: Options) -> list[tuple[str, bool | str]]:
+    """(letter, committed) for each option text not quoted in a rejected alternative; committed is
+    "open" where the text keeps that option open beside another ("could also be a ...")."""
     return _positive_mentions_of(text, tuple(options.items()))
 
 
 @lru_cache(maxsize=8)
-def _positive_mentions_of(text: str, items: tuple[tuple[str, str], ...]) -> list[tuple[str, bool]]:
+def _positive_mentions_of(text: str, items: tuple[tuple[str, str], ...]
+                          ) -> list[tuple[str, bool | str]]:
     options = dict(items)
     out = []
     breaks = [m.end() for m in _CLAUSE_BREAK.finditer(text)]
@@ -791,7 +797,8 @@ def _positive_mentions_of(text: str, items: tuple[tuple[str, str], ...]) -> list
             _LABELLED_BEFORE.search(window) and _ENDS_CLAUSE.match(text, end)) or (
             _OPENS_SENTENCE.search(window) and _COMPARED_AFTER.match(text, end))) and not (
             _HEDGED.match(after) or _OR_BEFORE.search(text, max(0, start - 12), start))
-        out.append((letter, committed))
+        kept_open = bool(_ALTERNATIVE_BEFORE.search(window))
+        out.append((letter, "open" if kept_open else committed))
     return out
 
 
@@ -821,7 +828,9 @@ def rule_option_text(text: str, options: Options) -> Verdict:
     if _no_option_fits(text, options):
         return None
     mentions = _positive_mentions(text, options)
-    committed = [letter for letter, c in mentions if c]
+    committed = [letter for letter, c in mentions if c is True]
+    if any(c == "open" for _, c in mentions) and len({letter for letter, _ in mentions}) > 1:
+        return None  # a hedge between options: "a lymphocyte, but it could also be a basophil"
     if committed:
         return committed[-1]
     letters = {letter for letter, _ in mentions}
