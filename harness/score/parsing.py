@@ -128,7 +128,8 @@ def _drop_prompt_and_continuation(text: str, options: Options) -> str:
         if start < cut:
             continue
         said = _decide(text[cut:start], options)
-        if listing and said.rule in ("option_text", INVALID_PREFIX + "ambiguous_option_text"):
+        if listing and end < len(text.rstrip()) and said.rule in (
+                "option_text", INVALID_PREFIX + "ambiguous_option_text"):
             said = Extraction(None, INVALID_PREFIX + "no_answer")
         if said.valid or not said.rule.startswith(_SAYS_NOTHING):
             return text[cut:start]
@@ -169,12 +170,13 @@ def _listings_of_options(text: str, options: Options) -> list[tuple[int, int]]:
     """Runs of lines that list the item's letters ("A) platelet"), two or more of them with the
     item's option text verbatim (a re-typed list may misspell some)."""
     found, run, verbatim, pos = [], [], 0, 0
-    for line in text.split("\n") + [""]:
-        m = _LISTED.match(line)
+    lines = text.split("\n")
+    for i, line in enumerate(lines + [""]):
+        m = _LISTED.match(line) if i < len(lines) else None
         if m and m.group(1) in options:
             run.append((pos, pos + len(line)))
             verbatim += _norm(m.group(2)) == _norm_option(options[m.group(1)])
-        elif line.strip() or not run:
+        elif line.strip() or not run or i == len(lines):  # a blank line may sit inside a listing
             if verbatim >= 2:
                 found.append((run[0][0], run[-1][1]))
             run, verbatim = [], 0
@@ -423,7 +425,13 @@ def _judge_letter(text: str, tok: _Letter, options: Options) -> Verdict:
     """A letter token → the letter, or invalid: outside the options, one of several, or labelled
     with another option's text ("B) neutrophil" when B is eosinophil)."""
     letter = tok.letter.upper()
-    multi = _MULTI.match(text, tok.end)
+    after = tok.end  # "A (neutrophil) or B", "A) neutrophil or B)": past a gloss or its own text
+    if gloss := _GLOSSED.match(text, after):
+        after = gloss.end()
+    elif (own := options.get(letter)) and (p := _option_pattern(own)) and (
+            m := p.match(text, _LABEL_SEP.match(text, after).end())):
+        after = m.end()
+    multi = _MULTI.match(text, tok.end) or _MULTI.match(text, after)
     if multi and multi.group(1).upper() != letter and (
             multi.group(1).isupper() == tok.letter.isupper()):
         return Invalid("multiple_answers")
@@ -678,7 +686,8 @@ def rule_leading_letter(text: str, options: Options) -> Verdict:
 _CLAUSE_BREAK = re.compile(r"[.;:!?,()\n—–]|\b(?:but|however|whereas|while|yet)\b", re.I)
 _NEGATED_BEFORE = re.compile(
     r"\b(?:not|no|nor|neither|unlike|than|except|excluding|exclude[sd]?|without|instead|"
-    r"isn'?t|aren'?t|wasn'?t|doesn'?t|don'?t|never|ruled?\s+out|rules\s+out|mistaken\s+for)\b",
+    r"isn'?t|aren'?t|wasn'?t|doesn'?t|don'?t|never|ruled?\s+out|rules\s+out|mistaken\s+for|"
+    r"compared\s+(?:with|to)|in\s+contrast\s+to|as\s+opposed\s+to|versus|vs)\b",
     re.I)
 _NEGATED_AFTER = re.compile(
     r"^\W{0,3}\s*(?:(?:tissue|cells?|phase|stage|microscopy|here)\s+)?"
