@@ -48,7 +48,7 @@ class ExampleImage:
 class ChatResponse:
     text: str
     finish_reason: str | None = None
-    usage: dict[str, int] | None = None
+    usage: dict[str, Any] | None = None  # the server's `usage` object, untouched
     latency_s: float = 0.0
     attempts: int = 1
     meta: dict[str, Any] = field(default_factory=dict)

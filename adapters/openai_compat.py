@@ -143,10 +143,7 @@ class OpenAICompatAdapter(Adapter):
         return ChatResponse(
             text=text,
             finish_reason=choice.get("finish_reason"),
-            usage=None if not isinstance(usage, dict) else {
-                "prompt_tokens": usage.get("prompt_tokens"),
-                "completion_tokens": usage.get("completion_tokens"),
-            },
+            usage=usage if isinstance(usage, dict) else None,  # as the server sent it
             latency_s=latency,
         )
 

@@ -94,6 +94,12 @@ def _shard(text: str | None) -> tuple[int, int] | None:
               help="With --serve: the Python of an environment that has vllm (default: this one).")
 @click.option("--serve-timeout", type=float, default=900.0, show_default=True,
               help="With --serve: seconds to wait for the server to become healthy.")
+@click.option("--dry-run", is_flag=True,
+              help="Send nothing: print and write OUTPUT/estimate.json with the requests, tokens "
+                   "and cost the run would take.")
+@click.option("--price-file", type=click.Path(path_type=Path), default=None,
+              help="Price table (YAML, the layout of harness/data/pricing.yaml) to use instead "
+                   "of the shipped one.")
 @click.option("--force", is_flag=True, help="Start over in an output folder of another run.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -101,8 +107,8 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
             question_types, include_excluded, limit, shard, concurrency, adaptive_concurrency,
             temperature, max_tokens, top_p, seed, timeout, max_attempts, image_format,
             max_image_pixels, image_detail, judge, judge_base_url, shuffle_options, circular,
-            batch_size, serve, vllm_args, vllm_python, serve_timeout, force, no_cache,
-            no_progress) -> None:
+            batch_size, serve, vllm_args, vllm_python, serve_timeout, dry_run, price_file, force,
+            no_cache, no_progress) -> None:
     """Evaluate MODEL on uBench and write samples.jsonl, manifest.json, summaries and the report."""
     from harness.report.compare import CompareError, compare, compare_markdown, write_comparison
     from harness.report.results import MANIFEST, read_json
@@ -125,8 +131,11 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
         image_detail=image_detail, shuffle_options=shuffle_options, circular=circular,
         force=force, use_cache=not no_cache, progress=not no_progress, judge=judge,
         judge_base_url=judge_base_url, batch_size=batch_size, serve=serve, vllm_args=vllm_args,
-        vllm_python=vllm_python, serve_timeout=serve_timeout,
+        vllm_python=vllm_python, serve_timeout=serve_timeout, price_file=price_file,
     )
+    if dry_run:
+        _dry_run(config, list(prompts))
+        return
     try:
         if len(prompts) == 1:
             summary = run(config)
@@ -148,6 +157,21 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
     click.echo(compare_markdown(result))
     click.echo(f"Runs written to {', '.join(f'{f}/' for f in folders)}; comparison in "
                f"{output}/compare.md and compare.html")
+
+
+def _dry_run(config, prompts: list[str]) -> None:
+    from harness.prompts import TemplateError, load_template
+    from harness.run.estimate import ESTIMATE_JSON, estimate, estimate_text
+    from harness.run.runner import RunError
+
+    try:
+        outputs = [(prompts[0], config.output)] if len(prompts) == 1 else [
+            (p, config.output / load_template(p).name) for p in prompts]
+        result = estimate(config, outputs)
+    except (RunError, TemplateError, DatasetLoadError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(estimate_text(result))
+    click.echo(f"Written to {config.output / ESTIMATE_JSON}")
 
 
 @main.command("score")

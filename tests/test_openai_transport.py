@@ -37,7 +37,7 @@ def test_sends_the_openai_wire_format_to_the_test_server():
                                       image_detail="high")
         response = complete(adapter, request(temperature=0.5, max_tokens=7, top_p=0.9, seed=3))
     assert response.text == "A" and response.finish_reason == "stop"
-    assert response.usage == {"prompt_tokens": 10, "completion_tokens": 1}
+    assert response.usage == {"prompt_tokens": 10, "completion_tokens": 1, "total_tokens": 11}
     (body,) = server.stats.bodies
     assert body == {
         "model": "m", "temperature": 0.5, "max_tokens": 7, "top_p": 0.9, "seed": 3,

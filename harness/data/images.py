@@ -40,6 +40,25 @@ class EncodedImage:
         return base64.b64decode(self.data_url.split(",", 1)[1])
 
 
+def sent_size(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
+    """The size an image is sent at: as stored, or shrunk to `max_pixels` when the user asked."""
+    if max_pixels is None or width * height <= max_pixels:
+        return width, height
+    scale = (max_pixels / (width * height)) ** 0.5
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def image_size(raw: bytes | None) -> tuple[int, int]:
+    """Width and height from the image's header alone (no pixels decoded), for cost estimates."""
+    if not raw:
+        raise ImageError("image bytes are missing or empty")
+    try:
+        with PILImage.open(io.BytesIO(raw)) as img:
+            return img.size
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise ImageError(f"cannot read image: {exc}") from exc
+
+
 def encode_image(raw: bytes | None, *, image_format: str = "auto",
                  max_pixels: int | None = None) -> EncodedImage:
     """Validate and encode image bytes as a base64 data URL."""
@@ -62,9 +81,7 @@ def encode_image(raw: bytes | None, *, image_format: str = "auto",
         else:
             img.load()
             if too_big:
-                scale = (max_pixels / (width * height)) ** 0.5
-                img = img.resize((max(1, int(width * scale)), max(1, int(height * scale))),
-                                 PILImage.Resampling.LANCZOS)
+                img = img.resize(sent_size(width, height, max_pixels), PILImage.Resampling.LANCZOS)
             if target == "JPEG" and img.mode not in ("RGB", "L"):
                 img = img.convert("RGB")
             buf = io.BytesIO()

@@ -24,8 +24,10 @@ from harness.report.results import (
 )
 from harness.report.run_report import group_label, html_page, order_text, table
 from harness.report.tables import pct
+from harness.score.pricing import manifest_price
 from harness.score.scoring import SCORERS, chance, group_order, paper_groups
 from harness.score.stats import cluster_bootstrap, cluster_codes, holm, paired_test
+from harness.score.usage import usage_summary
 
 COMPARE_MD = "compare.md"
 COMPARE_HTML = "compare.html"
@@ -109,9 +111,14 @@ def compare(paths: list[Path], *, scorer: str = "robust", allow_mixed: bool = Fa
                   "template": run.manifest["template"]["name"],
                   "revision": run.manifest["dataset"]["revision"],
                   "options_order": run.manifest.get("options_order"),
-                  "n_scored": len(run.scored)} for run in runs],
+                  "n_scored": len(run.scored), "cost_usd": _cost(run)} for run in runs],
         "groups": rows,
     }
+
+
+def _cost(run: Run) -> float | None:
+    """What the run's answered requests cost (None: no price for its model)."""
+    return usage_summary(run.scored.values(), manifest_price(run.manifest))["cost_usd"]
 
 
 def write_comparison(result: dict[str, Any], folder: Path) -> list[Path]:
@@ -154,13 +161,26 @@ def _headers(result: dict[str, Any]) -> list[str]:
     return head
 
 
+def _usd(cost: float | None) -> str:
+    return "–" if cost is None else f"{cost:,.4f}"
+
+
+def _headline_accuracy(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """Each run's coarse and fine accuracy on the shared items, beside its cost."""
+    rows = {row["group"]: row["accuracy"] for row in result["groups"]}
+    none = [None] * len(result["runs"])
+    return [(pct(c), pct(f)) for c, f in zip(rows.get("coarse", none), rows.get("fine", none))]
+
+
 def compare_markdown(result: dict[str, Any]) -> str:
     lines = [f"# uBench comparison ({len(result['runs'])} runs)", "",
-             "| run | model | template | option order | dataset revision | items scored |",
-             "|---|---|---|---|---|---|"]
-    for r in result["runs"]:
+             "| run | model | template | option order | dataset revision | items scored | "
+             "coarse % | fine % | cost USD |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r, (coarse, fine) in zip(result["runs"], _headline_accuracy(result)):
         lines.append(f"| {r['label']} | {r['model']} | {r['template']} | "
-                     f"{order_text(r['options_order'])} | {r['revision']} | {r['n_scored']} |")
+                     f"{order_text(r['options_order'])} | {r['revision']} | {r['n_scored']} | "
+                     f"{coarse} | {fine} | {_usd(r.get('cost_usd'))} |")
     head = _headers(result)
     lines += ["", _explanation(result), "", "| " + " | ".join(head) + " |",
               "|" + "---|" * len(head)]
@@ -180,11 +200,12 @@ def compare_markdown(result: dict[str, Any]) -> str:
 
 def compare_html(result: dict[str, Any]) -> str:
     runs = table(["run", "model", "template", "option order", "dataset revision", "items scored",
-                  "folder"],
+                  "coarse %", "fine %", "cost USD", "folder"],
                  [[html.escape(str(v)) for v in (r["label"], r["model"], r["template"],
                                                  order_text(r["options_order"]), r["revision"],
-                                                 r["n_scored"], r["path"])]
-                  for r in result["runs"]])
+                                                 r["n_scored"], coarse, fine,
+                                                 _usd(r.get("cost_usd")), r["path"])]
+                  for r, (coarse, fine) in zip(result["runs"], _headline_accuracy(result))])
     rows, classes = [], []
     for row in result["groups"]:
         cells = [html.escape(group_label(row["group"])), str(row["n"]),

@@ -16,7 +16,9 @@ from harness.report.results import (
 from harness.report.run_report import write_report
 from harness.report.tables import summary_markdown
 from harness.score.judge import judge_summary
+from harness.score.pricing import manifest_price
 from harness.score.scoring import summarize
+from harness.score.usage import usage_summary
 
 
 def finalize(out: Path) -> dict[str, Any]:
@@ -28,7 +30,9 @@ def finalize(out: Path) -> dict[str, Any]:
     summary = summarize(records, seed=seed)
     if judged := judge_summary(records):
         summary["judge"] = judged
+    summary.update(usage_summary(records, manifest_price(manifest)))
     write_json(out / SUMMARY_JSON, summary)
     write_text(out / SUMMARY_MD, summary_markdown(summary, manifest))
     write_report(out, summary=summary, records=records)
     return summary
+

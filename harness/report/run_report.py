@@ -28,6 +28,7 @@ from harness.data.sources import DatasetSource, iter_rows, parquet_files, resolv
 from harness.report.results import MANIFEST, SUMMARY_JSON, latest_records, read_json, write_text
 from harness.report.tables import fmt, interval, pct
 from harness.score.parsing import INVALID_PREFIX
+from harness.score.usage import usage_text
 
 REPORT_HTML = "report.html"
 SUMMARY_CSV = "summary.csv"
@@ -341,6 +342,8 @@ def _header(manifest: dict[str, Any] | None, summary: dict[str, Any]) -> str:
               ("invalid rate", f"{pct(summary['invalid_rate'])}% (robust parser found no answer; "
                                "counted wrong)"),
               ("data warnings", str(summary["n_data_warnings"]))]
+    if text := usage_text(summary):
+        facts.append(("usage and cost", text))
     return "<dl class=\"facts\">" + "".join(
         f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in facts) + "</dl>\n"
 

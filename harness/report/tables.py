@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.data.items import COARSE_TYPES, FINE_TOTAL_EXCLUDED
+from harness.score.usage import usage_text
 
 
 def fmt(stat: dict[str, Any] | None, clustered: bool = False) -> str:
@@ -35,6 +36,7 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
         f"{summary['n_scored']} items scored, {summary['n_errors']} errors (not scored), "
         f"invalid rate {pct(summary['invalid_rate'])}, {summary['n_data_warnings']} data warnings.",
         "",
+        *([f"Usage: {text}", ""] if (text := usage_text(summary)) else []),
         "Accuracy % ± 95% bootstrap CI (basic, over items, as in the paper; on small groups it can "
         "leave [0, 1]); the clustered CI below is [low, high] from a percentile bootstrap over "
         "images (Wilson below 20 images), always inside [0, 1]; "

@@ -58,6 +58,7 @@ from harness.run.fewshot import describe as describe_pool
 from harness.run.retry import RetryPolicy
 from harness.score.judge import Judge, build_judge
 from harness.score.parsing import parse_answer
+from harness.score.pricing import PricingError, find_price, load_table
 from harness.score.scoring import official_correct
 from harness.servers.vllm_server import ManagedServer, ServerStartError, managed_vllm
 
@@ -113,6 +114,7 @@ class RunConfig:
     vllm_args: str = ""
     vllm_python: str | None = None
     serve_timeout: float = 900.0
+    price_file: Path | None = None  # replaces the shipped harness/data/pricing.yaml
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
     @property
@@ -537,10 +539,20 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
         "selection": selection,
         "image": {"format": config.image_format, "max_pixels": config.max_pixels},
         "options_order": {"shuffle_seed": config.shuffle_options, "circular": config.circular},
+        "pricing": _price(config),
         "runtime": {"concurrency": config.concurrency, "timeout_s": config.timeout,
                     "max_attempts": config.max_attempts, "batch_size": config.batch_size,
                     "adaptive_concurrency": config.adaptive_concurrency},
     }
+
+
+def _price(config: RunConfig) -> dict[str, Any] | None:
+    """The model's prices from the table in force, recorded so the summary never re-guesses them."""
+    try:
+        price = find_price(config.model, load_table(config.price_file))
+    except PricingError as exc:
+        raise RunError(f"--price-file: {exc}") from None
+    return price.describe() if price else None
 
 
 def prepare_output(out: Path, manifest: dict[str, Any], force: bool) -> set[str]:

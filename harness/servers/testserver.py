@@ -132,6 +132,7 @@ class Behaviour:
     responder: Responder
     latency_s: float = 0.0
     usage: bool = True
+    usage_details: bool = False  # varied usage with cached and reasoning tokens (see `usage_for`)
     fault_rate: float = 0.0  # share of requests that get one of `faults`, drawn with `fault_seed`
     faults: tuple[str, ...] = FAULTS
     fault_seed: int = 0
@@ -157,6 +158,7 @@ class Stats:
     keep_bodies: bool = False
     answered: Counter = field(default_factory=Counter)  # keys that got a real answer
     faults: Counter = field(default_factory=Counter)
+    usage: Counter = field(default_factory=Counter)  # sums of the usage the server reported
 
 
 def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
@@ -189,7 +191,9 @@ def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
             return await _fault(fault, request, behaviour)
         answer = behaviour.responder(body)
         stats.answered[key] += 1
-        return web.json_response(completion(body.get("model", "test"), answer, behaviour.usage))
+        usage = usage_for(key, answer, behaviour.usage_details) if behaviour.usage else None
+        tally_usage(stats, usage)
+        return web.json_response(completion(body.get("model", "test"), answer, usage))
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "test", "object": "model"}]})
@@ -221,7 +225,33 @@ async def _fault(kind: str, request: web.Request, behaviour: Behaviour) -> web.S
     raise asyncio.CancelledError
 
 
-def completion(model: str, text: str, usage: bool = True) -> dict[str, Any]:
+def usage_for(key: str, text: str, details: bool = False) -> dict[str, Any]:
+    """The usage the server reports: fixed counts, or with `details` counts that vary by request
+    (drawn from its key) and OpenAI's nested cached and reasoning tokens."""
+    completion_tokens = max(1, len(text) // 4)
+    if not details:
+        return {"prompt_tokens": 10, "completion_tokens": completion_tokens,
+                "total_tokens": 10 + completion_tokens}
+    n = int(key[:8], 16)
+    prompt, cached, reasoning = 300 + n % 500, (n >> 10) % 3 * 128, (n >> 14) % 50
+    return {"prompt_tokens": prompt, "completion_tokens": completion_tokens + reasoning,
+            "total_tokens": prompt + completion_tokens + reasoning,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0}}
+
+
+def tally_usage(stats: Stats, usage: dict[str, Any] | None) -> None:
+    if usage is None:
+        return
+    stats.usage["requests"] += 1
+    stats.usage["prompt_tokens"] += usage["prompt_tokens"]
+    stats.usage["completion_tokens"] += usage["completion_tokens"]
+    stats.usage["cached_tokens"] += usage.get("prompt_tokens_details", {}).get("cached_tokens", 0)
+    stats.usage["reasoning_tokens"] += usage.get("completion_tokens_details", {}).get(
+        "reasoning_tokens", 0)
+
+
+def completion(model: str, text: str, usage: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{time.monotonic_ns()}",
         "object": "chat.completion",
@@ -229,8 +259,7 @@ def completion(model: str, text: str, usage: bool = True) -> dict[str, Any]:
         "model": model,
         "choices": [{"index": 0, "finish_reason": "stop",
                      "message": {"role": "assistant", "content": text}}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": max(1, len(text) // 4),
-                  "total_tokens": 10 + max(1, len(text) // 4)} if usage else None,
+        "usage": usage,
     }
 
 

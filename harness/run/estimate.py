@@ -1,0 +1,162 @@
+"""`ubench run --dry-run`: what a run would send and cost, computed without sending anything.
+
+Reads the same items the run would (resume included: items already answered are left out), takes
+each image's size from its header (no pixels decoded), prices images by the model's published rule
+from the price table, and counts text tokens with an offline tokenizer when one is installed
+(`bpe-openai` ships OpenAI's encodings), else with a stated approximation.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from harness.adapters import split_spec
+from harness.data.images import ImageError, image_size, sent_size
+from harness.data.sources import resolve_source
+from harness.prompts import Template, TemplateError, load_template, render
+from harness.report.results import SAMPLES, read_samples, write_json
+from harness.score.pricing import PricingError, find_price, image_tokens, load_table
+
+ESTIMATE_JSON = "estimate.json"
+# OpenAI's chat format adds a few tokens around each message and to prime the reply.
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_REPLY = 3
+
+
+def text_counter(model: str) -> tuple[str, Callable[[str], int]]:
+    """The most exact offline text-token counter available, and its name for the estimate."""
+    try:
+        import bpe_openai
+
+        try:
+            encoding = bpe_openai.encoding_for_model(model)
+        except Exception:  # a model it does not know: GPT-4o's encoding is the closest
+            encoding = bpe_openai.get_encoding("o200k_base")
+        return (f"bpe-openai {getattr(encoding, 'name', 'o200k_base')} (exact for OpenAI models)",
+                lambda text: len(encoding.encode(text)))
+    except ImportError:
+        return ("approximation: ceil(characters / 4) (pip install bpe-openai for OpenAI's "
+                "exact tokenizer, offline)", lambda text: math.ceil(len(text) / 4))
+
+
+def image_detail(model_spec: str, detail: str | None) -> str | None:
+    """The detail the run would send: --image-detail, else high for openai/ (see adapters)."""
+    return detail or ("high" if split_spec(model_spec)[0] == "openai" else None)
+
+
+def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:
+    """The estimate for `config` (a RunConfig) over the given (template, output folder) pairs;
+    written to `config.output/estimate.json` and returned."""
+    from harness.run.runner import RunError, _examples  # the run's own selection of items
+
+    try:
+        templates = [load_template(prompt) for prompt, _ in outputs]
+        table = load_table(config.price_file)
+    except (TemplateError, PricingError) as exc:
+        raise RunError(str(exc)) from exc
+    price = find_price(config.model, table)
+    detail = image_detail(config.model, config.image_detail)
+    rule = price.image_rule if price else None
+    counter_name, count = text_counter(split_spec(config.model)[1])
+    done = [_answered(out) for _, out in outputs]
+    expected = table.get("expected_output_tokens") or {}
+    out_per_request = [min(config.max_tokens, expected.get(t.name, config.max_tokens))
+                       for t in templates]
+
+    totals = {"requests": 0, "images": 0, "image_tokens": 0, "text_tokens": 0,
+              "output_tokens": 0, "already_done": 0, "bad_input": 0}
+    per_template = {t.name: {"requests": 0, "output_tokens_per_request": n}
+                    for t, n in zip(templates, out_per_request)}
+    sizes: dict[tuple[int, int], int] = {}
+    source = resolve_source(config.dataset, config.revision)
+    for example in _examples(source, config):
+        pending = [(t, n, item) for t, n, d in zip(templates, out_per_request, done)
+                   for item in example.items if item.item_id not in d]
+        totals["already_done"] += len(example.items) * len(templates) - len(pending)
+        if not pending:
+            continue
+        try:
+            if example.image_problem:
+                raise ImageError(example.image_problem)
+            width, height = sent_size(*image_size(example.image_bytes), config.max_pixels)
+        except ImageError:
+            totals["bad_input"] += len(pending)
+            continue
+        totals["images"] += 1
+        sizes[(width, height)] = sizes.get((width, height), 0) + len(pending)
+        per_image = image_tokens(rule, width, height, detail) if rule else 0
+        for template, n_out, item in pending:
+            if item.problem:
+                totals["bad_input"] += 1
+                continue
+            totals["requests"] += 1
+            per_template[template.name]["requests"] += 1
+            totals["image_tokens"] += per_image
+            totals["text_tokens"] += _text_tokens(template, item, count)
+            totals["output_tokens"] += n_out
+
+    result = _priced(totals, price, rule is not None)
+    result.update({
+        "model": config.model,
+        "image_detail": detail,
+        "image_token_rule": ({"name": price.image_rule_name, **rule} if rule else None),
+        "image_token_note": None if rule else
+        "no published image-token rule for this model in the price table: image_tokens not "
+        "counted, costs unknown",
+        "image_sizes": {f"{w}x{h}": n for (w, h), n in sorted(sizes.items(), key=lambda kv: -kv[1])},
+        "text_token_counter": counter_name,
+        "output_tokens_assumption": "per request: " + ", ".join(
+            f"{name} {info['output_tokens_per_request']}" for name, info in per_template.items())
+        + f" (the price table's expected answer length for the template, at most --max-tokens "
+          f"{config.max_tokens}; a template it does not list is assumed to use all of it)",
+        "cached_input_assumption": "none (the prompt cache needs 1,024 identical leading tokens)",
+        "templates": per_template,
+        "pricing": price.describe() if price else None,
+    })
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / ESTIMATE_JSON, result)
+    return result
+
+
+def _answered(out: Path) -> set[str]:
+    path = Path(out) / SAMPLES
+    if not path.exists():
+        return set()
+    return {r["item_id"] for r in read_samples(path) if not r.get("error")}
+
+
+def _text_tokens(template: Template, item, count: Callable[[str], int]) -> int:
+    messages = render(template, item.question, item.option_map)
+    return TOKENS_PER_REPLY + sum(
+        TOKENS_PER_MESSAGE + sum(count(p["text"]) for p in m["content"] if p["type"] == "text")
+        for m in messages)
+
+
+def _priced(totals: dict[str, int], price, images_counted: bool) -> dict[str, Any]:
+    input_tokens = totals["image_tokens"] + totals["text_tokens"]
+    cost = batch = None
+    if price is not None and images_counted:
+        cost = round(price.cost(input_tokens, totals["output_tokens"]), 4)
+        if price.batch_discount is not None:
+            batch = round(price.cost(input_tokens, totals["output_tokens"], batch=True), 4)
+    return {**totals, "input_tokens": input_tokens, "cost_usd": cost, "cost_usd_batch": batch}
+
+
+def estimate_text(result: dict[str, Any]) -> str:
+    """What --dry-run prints."""
+    def usd(v: float | None) -> str:
+        return "unknown" if v is None else f"${v:,.2f}"
+
+    lines = [f"Dry run for {result['model']}: nothing was sent.",
+             f"  requests       {result['requests']:,} on {result['images']:,} images "
+             f"({result['already_done']:,} already answered, {result['bad_input']:,} bad input)",
+             f"  image tokens   {result['image_tokens']:,} (detail {result['image_detail']}; "
+             + (f"rule {result['image_token_rule']['name']})" if result["image_token_rule"]
+                else "no rule known for this model)"),
+             f"  text tokens    {result['text_tokens']:,} ({result['text_token_counter']})",
+             f"  output tokens  {result['output_tokens']:,} ({result['output_tokens_assumption']})",
+             f"  cost           {usd(result['cost_usd'])}, through the Batch API "
+             f"{usd(result['cost_usd_batch'])}"]
+    return "\n".join(lines)

@@ -1,0 +1,112 @@
+"""Token usage, latency and cost of a run, summed over its final records.
+
+A record answered from the response cache cost nothing in this run and is counted apart
+(`cache_hits`); a record whose server sent no usable `usage` is counted in `requests_without_usage`
+and makes `cost_complete` false. Cost is None when the model has no price, never 0.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import numpy as np
+
+from harness.score.pricing import Price
+
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
+
+
+def usage_counts(usage: Any) -> dict[str, int] | None:
+    """The four counts of one server `usage` object, or None when it is missing or malformed.
+
+    OpenAI nests cached and reasoning tokens in `prompt_tokens_details` and
+    `completion_tokens_details`; a server that leaves them out reports 0 of them.
+    """
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not _count(prompt) or not _count(completion):
+        return None
+    cached = (usage.get("prompt_tokens_details") or {})
+    reasoning = (usage.get("completion_tokens_details") or {})
+    cached = cached.get("cached_tokens") if isinstance(cached, dict) else None
+    reasoning = reasoning.get("reasoning_tokens") if isinstance(reasoning, dict) else None
+    return {"prompt_tokens": prompt, "completion_tokens": completion,
+            "cached_tokens": cached if _count(cached) else 0,
+            "reasoning_tokens": reasoning if _count(reasoning) else 0}
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def record_cost(record: dict[str, Any], price: Price | None) -> float | None:
+    """USD of one record's request (batch-priced when it went through a batch), or None."""
+    counts = usage_counts(record.get("usage"))
+    if price is None or counts is None or record.get("cached"):
+        return None
+    return price.cost(counts["prompt_tokens"], counts["completion_tokens"],
+                      counts["cached_tokens"], batch=bool(record.get("batch_id")))
+
+
+def usage_summary(records: Iterable[dict[str, Any]], price: Price | None) -> dict[str, Any]:
+    """summary.json's `usage`, `latency_s`, `cost_usd` and `pricing`."""
+    totals = dict.fromkeys(USAGE_FIELDS, 0)
+    requests = without = hits = 0
+    cost = 0.0
+    latencies = []
+    for r in records:
+        if r.get("error"):
+            continue
+        if r.get("cached"):
+            hits += 1
+            continue
+        requests += 1
+        if isinstance(r.get("latency_s"), (int, float)):
+            latencies.append(float(r["latency_s"]))
+        counts = usage_counts(r.get("usage"))
+        if counts is None:
+            without += 1
+            continue
+        for name in USAGE_FIELDS:
+            totals[name] += counts[name]
+        if price is not None:
+            cost += record_cost(r, price)
+    latency = None
+    if latencies:
+        p50, p90, p99 = np.percentile(np.array(latencies), [50, 90, 99])
+        latency = {"n": len(latencies), "p50": round(float(p50), 4), "p90": round(float(p90), 4),
+                   "p99": round(float(p99), 4)}
+    return {
+        "usage": {"requests": requests, **totals, "requests_without_usage": without,
+                  "cache_hits": hits},
+        "latency_s": latency,
+        "cost_usd": None if price is None else round(cost, 6),
+        "cost_complete": price is not None and without == 0,
+        "pricing": price.describe() if price is not None else None,
+    }
+
+
+def usage_text(summary: dict[str, Any]) -> str | None:
+    """One line for summary.md and the report: requests, tokens, latency, cost."""
+    usage = summary.get("usage")
+    if not usage:
+        return None
+    parts = [f"{usage['requests']} requests", f"{usage['prompt_tokens']:,} prompt tokens "
+             f"({usage['cached_tokens']:,} cached)", f"{usage['completion_tokens']:,} completion "
+             f"tokens ({usage['reasoning_tokens']:,} reasoning)"]
+    if usage.get("cache_hits"):
+        parts.append(f"{usage['cache_hits']} answered from the cache (not counted)")
+    if usage.get("requests_without_usage"):
+        parts.append(f"{usage['requests_without_usage']} without usage from the server")
+    latency = summary.get("latency_s")
+    if latency:
+        parts.append(f"latency p50 {latency['p50']:.2f} s, p90 {latency['p90']:.2f} s, "
+                     f"p99 {latency['p99']:.2f} s")
+    parts.append(cost_text(summary.get("cost_usd"), summary.get("cost_complete", True)))
+    return "; ".join(parts) + "."
+
+
+def cost_text(cost: float | None, complete: bool = True) -> str:
+    if cost is None:
+        return "cost unknown (no price for this model)"
+    return f"cost ${cost:,.4f}" + ("" if complete else " (lower bound: some usage missing)")
