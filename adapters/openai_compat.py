@@ -100,6 +100,14 @@ class OpenAICompatAdapter(Adapter):
         encoded = orjson.dumps(body)
         return encoded if url is None else encoded.replace(_IMAGE_SLOT_JSON, _json_string(url), 1)
 
+    def files_client(self):
+        """The openai SDK's client for the Files and Batches endpoints of the same server, with
+        the same key, making one attempt per call (retries: harness.run.retry)."""
+        import openai
+
+        return openai.AsyncOpenAI(base_url=self.base_url, api_key=self._secret or "unused",
+                                  max_retries=0, timeout=self.timeout)
+
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # made inside the running event loop, as aiohttp requires
             self._session = aiohttp.ClientSession(
@@ -134,23 +142,29 @@ class OpenAICompatAdapter(Adapter):
             raise _status_error(status, headers, raw)
         try:
             result = orjson.loads(raw)
-            choice = result["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-            raise AdapterError("bad_response", f"unparseable response body: {raw[:200]!r}",
-                               retryable=True) from None
-        usage = result.get("usage")
-        return ChatResponse(
-            text=text,
-            finish_reason=choice.get("finish_reason"),
-            usage=usage if isinstance(usage, dict) else None,  # as the server sent it
-            latency_s=latency,
-        )
+        except orjson.JSONDecodeError:
+            result = None
+        response = chat_response(result, raw)
+        response.latency_s = latency
+        return response
 
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def chat_response(result: Any, raw: bytes | str = b"") -> ChatResponse:
+    """A chat-completion object (one reply, or one line of a batch's output) as a ChatResponse."""
+    try:
+        choice = result["choices"][0]
+        text = choice["message"].get("content") or ""
+    except (KeyError, IndexError, TypeError, AttributeError):
+        raise AdapterError("bad_response", f"unparseable response body: {raw[:200]!r}",
+                           retryable=True) from None
+    usage = result.get("usage")
+    return ChatResponse(text=text, finish_reason=choice.get("finish_reason"),
+                        usage=usage if isinstance(usage, dict) else None)  # as the server sent it
 
 
 def _status_error(status: int, headers, raw: bytes) -> AdapterError:

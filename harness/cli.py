@@ -94,6 +94,14 @@ def _shard(text: str | None) -> tuple[int, int] | None:
               help="With --serve: the Python of an environment that has vllm (default: this one).")
 @click.option("--serve-timeout", type=float, default=900.0, show_default=True,
               help="With --serve: seconds to wait for the server to become healthy.")
+@click.option("--batch", is_flag=True,
+              help="Send the requests through the OpenAI Batch API (half price, results within "
+                   "24 h); re-run the same command to pick up where it stopped.")
+@click.option("--batch-poll", type=click.FloatRange(min=0), default=30.0, show_default=True,
+              help="With --batch: seconds between status checks.")
+@click.option("--batch-max-requests", type=click.IntRange(1, 50_000), default=50_000,
+              show_default=True, help="With --batch: requests per batch file (the API's limit "
+                                      "is 50,000, and 200 MB).")
 @click.option("--dry-run", is_flag=True,
               help="Send nothing: print and write OUTPUT/estimate.json with the requests, tokens "
                    "and cost the run would take.")
@@ -107,8 +115,8 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
             question_types, include_excluded, limit, shard, concurrency, adaptive_concurrency,
             temperature, max_tokens, top_p, seed, timeout, max_attempts, image_format,
             max_image_pixels, image_detail, judge, judge_base_url, shuffle_options, circular,
-            batch_size, serve, vllm_args, vllm_python, serve_timeout, dry_run, price_file, force,
-            no_cache, no_progress) -> None:
+            batch_size, serve, vllm_args, vllm_python, serve_timeout, batch, batch_poll,
+            batch_max_requests, dry_run, price_file, force, no_cache, no_progress) -> None:
     """Evaluate MODEL on uBench and write samples.jsonl, manifest.json, summaries and the report."""
     from harness.report.compare import CompareError, compare, compare_markdown, write_comparison
     from harness.report.results import MANIFEST, read_json
@@ -132,6 +140,7 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
         force=force, use_cache=not no_cache, progress=not no_progress, judge=judge,
         judge_base_url=judge_base_url, batch_size=batch_size, serve=serve, vllm_args=vllm_args,
         vllm_python=vllm_python, serve_timeout=serve_timeout, price_file=price_file,
+        batch=batch, batch_poll_s=batch_poll, batch_max_requests=batch_max_requests,
     )
     if dry_run:
         _dry_run(config, list(prompts))

@@ -5,7 +5,7 @@ Adapters only classify failures (`AdapterError.retryable`); this module decides 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -17,6 +17,8 @@ from tenacity import (
 
 from harness.adapters.base import AdapterError, ChatResponse
 
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -24,8 +26,8 @@ class RetryPolicy:
     initial_wait_s: float = 1.0
     max_wait_s: float = 60.0
 
-    async def call(self, attempt: Callable[[], Awaitable[ChatResponse]],
-                   on_retry: Callable[[AdapterError], None] | None = None) -> ChatResponse:
+    async def call(self, attempt: Callable[[], Awaitable[T]],
+                   on_retry: Callable[[AdapterError], None] | None = None) -> T:
         """Run `attempt` until it succeeds, fails for good, or attempts run out.
 
         Raises the last `AdapterError` with `.attempts` set to how many were made.
@@ -38,10 +40,10 @@ class RetryPolicy:
                 raise
             replay: list[AdapterError] = [exc]
         else:
-            response.attempts = 1
+            _count(response, 1)
             return response
 
-        async def replay_then_attempt() -> ChatResponse:
+        async def replay_then_attempt() -> T:
             if replay:  # tenacity's first attempt is the failure already seen
                 raise replay.pop()
             return await attempt()
@@ -73,5 +75,11 @@ class RetryPolicy:
         except AdapterError as exc:
             exc.attempts = number
             raise
-        response.attempts = number
+        _count(response, number)
         return response
+
+
+def _count(response: object, attempts: int) -> None:
+    """Chat responses carry their attempt count (other API results, e.g. a batch's, do not)."""
+    if isinstance(response, ChatResponse):
+        response.attempts = attempts

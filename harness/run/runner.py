@@ -55,11 +55,10 @@ from harness.run.fewshot import (
     shared_encodings,
 )
 from harness.run.fewshot import describe as describe_pool
+from harness.run.records import answered
 from harness.run.retry import RetryPolicy
 from harness.score.judge import Judge, build_judge
-from harness.score.parsing import parse_answer
 from harness.score.pricing import PricingError, find_price, load_table
-from harness.score.scoring import official_correct
 from harness.servers.vllm_server import ManagedServer, ServerStartError, managed_vllm
 
 ABORT_AFTER_SAME_FAILURES = 8
@@ -115,6 +114,9 @@ class RunConfig:
     vllm_python: str | None = None
     serve_timeout: float = 900.0
     price_file: Path | None = None  # replaces the shipped harness/data/pricing.yaml
+    batch: bool = False  # send through the Batch API (harness.run.batch)
+    batch_poll_s: float = 30.0
+    batch_max_requests: int = 50_000
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
     @property
@@ -211,6 +213,10 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
                                  image_detail=config.image_detail, batch_size=config.batch_size)
     except ValueError as exc:
         raise RunError(str(exc)) from exc
+    batch_adapter = adapter
+    if config.batch and (len(specs) != 1 or not hasattr(adapter, "files_client")):
+        raise RunError("--batch sends one template's requests to one OpenAI-compatible server "
+                       "(openai/ or vllm/ with at most one --base-url)")
     if config.adaptive_concurrency:
         adapter = AdaptiveConcurrency(adapter, ConcurrencyController(config.concurrency))
     outs = [out for _, out in specs]
@@ -238,8 +244,12 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
         with ExitStack() as stack:
             variants = [Variant(t, stack.enter_context(SampleWriter(out / SAMPLES)), d, pool)
                         for t, out, d, pool in zip(templates, outs, done, pools)]
-            await _pipeline(config, _examples(source, config), variants, adapter, progress,
-                            total, judge)
+            if config.batch:
+                total.close()  # no progress bar to size: the batches report their own counts
+                await _batch(config, _examples(source, config), variants, batch_adapter)
+            else:
+                await _pipeline(config, _examples(source, config), variants, adapter, progress,
+                                total, judge)
     except asyncio.CancelledError:
         log.warning("interrupted after %d items; re-run the same command to resume",
                     progress.done)
@@ -411,6 +421,31 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
         raise RunError(abort[0])
 
 
+async def _batch(config: RunConfig, examples, variants: list[Variant], adapter) -> None:
+    """--batch: every request of the run through the Batch API (harness.run.batch)."""
+    from harness.run.batch import BatchError, BatchOptions, run_batches
+
+    variant = variants[0]
+
+    def requests():
+        for example in examples:
+            items = [i for i in example.items if i.item_id not in variant.done]
+            if items:
+                image, image_error = _encode(example, config)
+                for item in items:
+                    yield prepare_request(item, image, image_error, variant.template, config,
+                                          variant.pool)
+
+    options = BatchOptions(poll_s=config.batch_poll_s, max_requests=config.batch_max_requests,
+                           progress=config.progress)
+    try:
+        await run_batches(variant.writer.path.parent, adapter.files_client(), options, requests(),
+                          adapter.request_body, variant.writer, adapter.redact,
+                          RetryPolicy(max_attempts=config.max_attempts))
+    except BatchError as exc:
+        raise RunError(str(exc)) from None
+
+
 def _encode(example: Example, config: RunConfig):
     """Encode the image once for all its questions; a bad image becomes an error per item."""
     if example.image_problem:
@@ -422,9 +457,11 @@ def _encode(example: Example, config: RunConfig):
         return None, f"field 'image': {exc}"
 
 
-async def _evaluate(item: Item, image, image_error: str | None, template: Template,
-                    adapter: Adapter, config: RunConfig, policy: RetryPolicy,
-                    on_retry, pool: ExamplePool | None = None) -> dict[str, Any]:
+def prepare_request(item: Item, image, image_error: str | None, template: Template,
+                    config: RunConfig, pool: ExamplePool | None = None
+                    ) -> tuple[dict[str, Any], ChatRequest | None]:
+    """The item's record without its answer, and the request to ask (None: bad input, and the
+    record says why)."""
     record = base_record(item, template)
     if item.problem or image_error:
         problem = item.problem or image_error
@@ -432,7 +469,7 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
                            "field": problem.split("'")[1] if "'" in problem else None,
                            "message": f"item {item.item_id}: {problem}"}
         log.warning("skipped %s", record["error"]["message"])
-        return record
+        return record, None
     chosen, example_images = [], None
     if pool is not None:
         try:
@@ -441,7 +478,7 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
             record["error"] = {"type": "bad_input", "status": None, "attempts": 0,
                                "field": "examples", "message": f"item {item.item_id}: {exc}"}
             log.warning("skipped %s", record["error"]["message"])
-            return record
+            return record, None
         record["examples"] = [e.item.item_id for e in chosen]
         example_images = pool.example_images(chosen)
     try:
@@ -452,11 +489,19 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
                            "message": f"item {item.item_id}: template {template.name!r} "
                                       f"failed to render: {exc}"}
         log.warning("skipped %s", record["error"]["message"])
-        return record
+        return record, None
     record["prompt"] = messages
     record["image"] = image.describe()
-    request = ChatRequest(item.item_id, messages, image.data_url, config.params, item.letters,
-                          image.url_sha256, example_images)
+    return record, ChatRequest(item.item_id, messages, image.data_url, config.params,
+                               item.letters, image.url_sha256, example_images)
+
+
+async def _evaluate(item: Item, image, image_error: str | None, template: Template,
+                    adapter: Adapter, config: RunConfig, policy: RetryPolicy,
+                    on_retry, pool: ExamplePool | None = None) -> dict[str, Any]:
+    record, request = prepare_request(item, image, image_error, template, config, pool)
+    if request is None:
+        return record
     try:
         response = await policy.call(lambda: adapter.complete(request),
                                      lambda exc: on_retry(item.item_id, exc))
@@ -464,22 +509,7 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
         record["error"] = exc.as_record()
         log.warning("failed %s after %d attempt(s): %s", item.item_id, exc.attempts, exc.message)
         return record
-    extraction = parse_answer(response.text, item.option_map)
-    record.update({
-        "response": response.text,
-        "finish_reason": response.finish_reason,
-        "extracted": extraction.letter,
-        "rule": extraction.rule,
-        "correct": extraction.letter == item.gold_letter,
-        "correct_official": official_correct(response.text, item.gold_letter,
-                                             item.options[item.gold_index]),
-        "usage": response.usage,
-        "latency_s": round(response.latency_s, 4),
-        "attempts": 0 if response.meta.get("cache") == "hit" else response.attempts,
-        "cached": response.meta.get("cache") == "hit",
-        "request_sha256": response.meta.get("cache_key"),
-    })
-    return record
+    return answered(record, response)
 
 
 def base_record(item: Item, template: Template) -> dict[str, Any]:
@@ -542,7 +572,7 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
         "pricing": _price(config),
         "runtime": {"concurrency": config.concurrency, "timeout_s": config.timeout,
                     "max_attempts": config.max_attempts, "batch_size": config.batch_size,
-                    "adaptive_concurrency": config.adaptive_concurrency},
+                    "adaptive_concurrency": config.adaptive_concurrency, "batch": config.batch},
     }
 
 

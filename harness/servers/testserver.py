@@ -201,10 +201,20 @@ def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
     async def health(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    def answer(body: dict[str, Any]) -> dict[str, Any]:  # one line of a batch
+        text = behaviour.responder(body)
+        usage = usage_for(request_key(*prompt_parts(body)), text, behaviour.usage_details)
+        tally_usage(stats, usage)
+        return completion(body.get("model", "test"), text, usage)
+
+    from harness.servers.batch_api import BATCHES, BatchService
+
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/v1/models", models)
     app.router.add_get("/health", health)
+    app[BATCHES] = BatchService(answer)
+    app[BATCHES].register(app)
     return app
 
 
@@ -288,7 +298,11 @@ class TestServer:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
-        runner = web.AppRunner(build_app(self.behaviour, self.stats), access_log=None)
+        from harness.servers.batch_api import BATCHES
+
+        app = build_app(self.behaviour, self.stats)
+        self.batches = app[BATCHES]  # the Files and Batches endpoints' state and knobs
+        runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", self._port)
         self._loop.run_until_complete(site.start())

@@ -1,0 +1,346 @@
+"""`ubench run --batch`: the run's requests through OpenAI's Batch API, at half the price.
+
+The run folder's `batch/` holds everything, written before the step that depends on it:
+  requests-NNN.jsonl   request lines {custom_id, method, url, body}, ≤ 50,000 lines and ≤ 200 MB
+                       each (the same files vLLM's `run_batch` reads; see harness.run.offline_batch)
+  pending.jsonl        the record of every request without its answer (custom_id = item id)
+  state.json           per file: its input file id, batch id, status and counts, saved the moment
+                       each exists; a re-run reads it and never uploads or submits a file twice
+  results-*.jsonl      the output and error files as the server sent them (raw, untouched)
+A batch created but not yet saved (the process killed in between) is found again by its metadata
+(`ubench_run`, `ubench_file`) in the server's batch list. Results are joined on custom_id (the
+server's order is not the input order) into the same samples.jsonl records as an online run.
+Lines that fail, and lines an expired or failed batch never answered, go once more in a new batch;
+what fails again gets an error record (a re-run without --batch then asks those online).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable
+
+import orjson
+
+from harness.adapters import AdapterError, ChatRequest
+from harness.adapters.openai_compat import chat_response
+from harness.report.results import SampleWriter, read_json, read_samples, write_json
+from harness.run.records import answered
+from harness.run.retry import RetryPolicy
+
+BATCH_DIR = "batch"
+STATE_JSON = "state.json"
+PENDING = "pending.jsonl"
+ENDPOINT = "/v1/chat/completions"
+MAX_REQUESTS = 50_000
+MAX_BYTES = 200 * 1000 * 1000
+TERMINAL = ("completed", "failed", "expired", "cancelled")
+ROUNDS = 2  # the first submission and one resubmission of what failed
+
+log = logging.getLogger("ubench")
+
+
+class BatchError(Exception):
+    """The batch workflow cannot go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    poll_s: float = 30.0
+    max_requests: int = MAX_REQUESTS
+    max_bytes: int = MAX_BYTES
+    progress: bool = True
+
+
+def request_line(custom_id: str, body: bytes) -> bytes:
+    """One line of a batch input file; `body` is the exact JSON the online run would POST."""
+    return (b'{"custom_id":' + orjson.dumps(custom_id) + b',"method":"POST","url":'
+            + orjson.dumps(ENDPOINT) + b',"body":' + body + b"}\n")
+
+
+class BatchRun:
+    """One run folder's batches: prepare, submit, poll, collect, resubmit."""
+
+    def __init__(self, out: Path, client: Any, options: BatchOptions,
+                 redact: Callable[[str], str] = lambda s: s, policy: RetryPolicy | None = None):
+        self.folder = Path(out) / BATCH_DIR
+        self.client = client
+        self.options = options
+        self.redact = redact
+        self.policy = policy or RetryPolicy()
+        self.state: dict[str, Any] = {}
+        self._shown: dict[str, str] = {}
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.folder / STATE_JSON
+
+    def load(self) -> None:
+        self.state = read_json(self.state_path) if self.state_path.exists() else {}
+
+    def save(self) -> None:
+        write_json(self.state_path, self.state)
+
+    # -- preparing ----------------------------------------------------------------------------
+    def prepare(self, requests: Iterable[tuple[dict[str, Any], ChatRequest | None]],
+                body: Callable[[ChatRequest], bytes], writer: SampleWriter) -> None:
+        """Write the request files and pending records, once. Items that cannot be asked (bad
+        input) get their error record at once. A preparation cut short is started over: nothing
+        was submitted before it finished."""
+        if self.state.get("prepared"):
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for old in self.folder.glob("requests-*.jsonl"):
+            old.unlink()
+        files: list[dict[str, Any]] = []
+        current = None
+        with open(self.folder / PENDING, "wb") as pending:
+            for record, request in requests:
+                if request is None:
+                    writer.write(record)
+                    continue
+                line = request_line(record["item_id"], body(request))
+                if current is None or current["requests"] >= self.options.max_requests or \
+                        current["bytes"] + len(line) > self.options.max_bytes:
+                    current = self._new_file(files, 1)
+                with open(self.folder / current["name"], "ab") as f:
+                    f.write(line)
+                current["requests"] += 1
+                current["bytes"] += len(line)
+                pending.write(orjson.dumps(record) + b"\n")
+        self.state = {"run_token": uuid.uuid4().hex, "created": time.time(), "prepared": True,
+                      "files": files}
+        self.save()
+
+    def _new_file(self, files: list[dict[str, Any]], round_: int) -> dict[str, Any]:
+        prefix = "requests" if round_ == 1 else f"requests-r{round_}"
+        entry = {"name": f"{prefix}-{len([f for f in files if f['round'] == round_]) + 1:03d}"
+                         ".jsonl", "round": round_, "requests": 0, "bytes": 0,
+                 "input_file_id": None, "batch_id": None, "status": "written",
+                 "request_counts": None, "output_file_id": None, "error_file_id": None,
+                 "collected": False, "failed_ids": []}
+        files.append(entry)
+        return entry
+
+    # -- talking to the server ----------------------------------------------------------------
+    async def _api(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+        """One API call through the one retry policy, its failures classified like a chat's."""
+        import openai
+
+        async def attempt() -> Any:
+            try:
+                return await call()
+            except openai.APIStatusError as exc:
+                status = exc.status_code
+                raise AdapterError("rate_limit" if status == 429 else
+                                   "server" if status >= 500 else "client",
+                                   self.redact(f"{what}: HTTP {status}: {exc.message}"),
+                                   retryable=status in (408, 409, 429) or status >= 500,
+                                   status=status) from None
+            except openai.APITimeoutError:
+                raise AdapterError("timeout", f"{what}: no response", retryable=True) from None
+            except openai.APIConnectionError as exc:
+                raise AdapterError("connection", self.redact(f"{what}: {exc}"),
+                                   retryable=True) from None
+
+        try:
+            return await self.policy.call(attempt)
+        except AdapterError as exc:
+            raise BatchError(f"{exc.message} (after {exc.attempts} attempt(s)); everything so "
+                             "far is saved in batch/state.json: run the same command again to "
+                             "go on") from None
+
+    async def submit(self, entry: dict[str, Any]) -> None:
+        """Upload and create one file's batch; each id is saved the moment it exists."""
+        if entry["batch_id"]:
+            return
+        if not entry["input_file_id"]:
+            path = self.folder / entry["name"]
+            uploaded = await self._api(f"uploading {entry['name']}", lambda: self.client.files.create(
+                file=(entry["name"], path.read_bytes()), purpose="batch"))
+            entry.update(input_file_id=uploaded.id, status="uploaded")
+            self.save()
+        metadata = {"ubench_run": self.state["run_token"], "ubench_file": entry["name"]}
+        found = await self._find(metadata)
+        if found is None:
+            found = await self._api(f"creating the batch of {entry['name']}",
+                                    lambda: self.client.batches.create(
+                                        input_file_id=entry["input_file_id"], endpoint=ENDPOINT,
+                                        completion_window="24h", metadata=metadata))
+        entry.update(batch_id=found.id, status=found.status)
+        self.save()
+        log.info("batch %s submitted as %s", entry["name"], found.id)
+
+    async def _find(self, metadata: dict[str, str]) -> Any:
+        """A batch this run created but did not get to save (newest first, back to the run's
+        start)."""
+        async def search() -> Any:
+            async for batch in self.client.batches.list(limit=100):
+                if (batch.metadata or {}) == metadata:
+                    return batch
+                if batch.created_at and batch.created_at < self.state["created"] - 3600:
+                    return None
+            return None
+        return await self._api("listing batches", search)
+
+    async def poll(self) -> None:
+        """Retrieve every unfinished batch until all are finished, showing progress."""
+        while True:
+            waiting = [e for e in self.state["files"] if e["batch_id"] and
+                       e["status"] not in TERMINAL]
+            if not waiting:
+                return
+            for entry in waiting:
+                batch = await self._api(f"retrieving batch {entry['batch_id']}",
+                                        lambda: self.client.batches.retrieve(entry["batch_id"]))
+                counts = batch.request_counts
+                entry.update(status=batch.status, output_file_id=batch.output_file_id,
+                             error_file_id=batch.error_file_id,
+                             request_counts=counts.model_dump() if counts else None)
+                self.save()
+                self._show(entry)
+            if any(e["status"] not in TERMINAL for e in waiting):
+                await asyncio.sleep(self.options.poll_s)
+
+    def _show(self, entry: dict[str, Any]) -> None:
+        counts = entry["request_counts"] or {}
+        line = (f"batch {entry['name']} ({entry['batch_id']}): {entry['status']}, "
+                f"{counts.get('completed', 0)}/{counts.get('total', entry['requests'])} done, "
+                f"{counts.get('failed', 0)} failed")
+        if self._shown.get(entry["name"]) != line:
+            self._shown[entry["name"]] = line
+            log.info(line)
+            if self.options.progress:
+                print(line, file=sys.stderr, flush=True)
+
+    # -- results ------------------------------------------------------------------------------
+    async def collect(self, entry: dict[str, Any], pending: dict[str, dict[str, Any]],
+                      writer: SampleWriter, done: set[str]) -> None:
+        """Join a finished batch's output and error lines to their pending records by custom_id."""
+        sent = set(_custom_ids(self.folder / entry["name"]))
+        answered_ids: set[str] = set()
+        failures: dict[str, str] = {}
+        for key in ("output_file_id", "error_file_id"):
+            file_id = entry[key]
+            if not file_id:
+                continue
+            content = await self._api(f"downloading {file_id}",
+                                      lambda: self.client.files.content(file_id))
+            raw = content.content
+            (self.folder / f"results-{entry['batch_id']}-{key[:-8]}.jsonl").write_bytes(raw)
+            for n, line in enumerate(raw.splitlines(), 1):
+                if not line.strip():
+                    continue
+                custom_id, outcome = _read_result(line, n, file_id)
+                if custom_id not in sent:
+                    log.warning("%s line %d: custom_id %r was not in %s; ignored", file_id, n,
+                                custom_id, entry["name"])
+                    continue
+                if isinstance(outcome, str):
+                    failures[custom_id] = outcome
+                    continue
+                if custom_id in done or custom_id in answered_ids:
+                    continue
+                outcome.attempts = entry["round"]
+                record = answered(dict(pending[custom_id]), outcome)
+                record["batch_id"] = entry["batch_id"]
+                writer.write(record)
+                answered_ids.add(custom_id)
+        for custom_id in sent - answered_ids - set(failures) - done:
+            failures[custom_id] = f"batch {entry['batch_id']} {entry['status']} without answering it"
+        failed = sorted(failures.keys() - answered_ids - done)
+        if entry["round"] >= ROUNDS:  # no more resubmissions: the failure is the record
+            for custom_id in failed:
+                record = dict(pending[custom_id])
+                record["error"] = {"type": "batch", "status": None, "attempts": entry["round"],
+                                   "message": f"item {custom_id}: {failures[custom_id]}"}
+                record["batch_id"] = entry["batch_id"]
+                writer.write(record)
+                log.warning("failed %s in batch: %s", custom_id, failures[custom_id])
+        writer.sync()
+        entry.update(collected=True, failed_ids=failed)
+        self.save()
+
+    def resubmission(self, round_: int) -> bool:
+        """Whether there is a round `round_ + 1`: its files hold the lines round `round_` did not
+        get answered (made once, from the request files already written)."""
+        if round_ >= ROUNDS:
+            return False
+        if any(e["round"] == round_ + 1 for e in self.state["files"]):
+            return True  # made by an earlier invocation
+        retry = {i for e in self.state["files"] if e["round"] == round_ for i in e["failed_ids"]}
+        if not retry:
+            return False
+        current = None
+        for entry in [e for e in self.state["files"] if e["round"] == round_]:
+            with open(self.folder / entry["name"], "rb") as f:
+                for line in f:
+                    if orjson.loads(line)["custom_id"] not in retry:
+                        continue
+                    if current is None or current["requests"] >= self.options.max_requests or \
+                            current["bytes"] + len(line) > self.options.max_bytes:
+                        current = self._new_file(self.state["files"], round_ + 1)
+                    with open(self.folder / current["name"], "ab") as out:
+                        out.write(line)
+                    current["requests"] += 1
+                    current["bytes"] += len(line)
+        self.save()
+        log.info("resubmitting %d failed requests as a new batch", len(retry))
+        return True
+
+
+def _custom_ids(path: Path) -> Iterable[str]:
+    with open(path, "rb") as f:
+        for line in f:
+            yield orjson.loads(line)["custom_id"]
+
+
+def _read_result(line: bytes, n: int, file_id: str) -> tuple[str | None, Any]:
+    """(custom_id, ChatResponse) for an answered line, (custom_id, reason) for a failed one."""
+    try:
+        row = orjson.loads(line)
+        custom_id = row["custom_id"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        log.warning("%s line %d: not a batch result line; ignored", file_id, n)
+        return None, "unreadable result line"
+    response = row.get("response") or {}
+    error = row.get("error")
+    status = response.get("status_code") if isinstance(response, dict) else None
+    if error or status != 200:
+        detail = error or (response.get("body") if isinstance(response, dict) else None)
+        return custom_id, f"HTTP {status}: {str(detail)[:300]}"
+    try:
+        reply = chat_response(response.get("body"), line[:200])
+    except AdapterError as exc:
+        return custom_id, exc.message
+    reply.latency_s = None  # a batch has no per-request latency
+    return custom_id, reply
+
+
+async def run_batches(out: Path, client: Any, options: BatchOptions,
+                      requests: Iterable[tuple[dict[str, Any], ChatRequest | None]],
+                      body: Callable[[ChatRequest], bytes], writer: SampleWriter,
+                      redact: Callable[[str], str] = lambda s: s,
+                      policy: RetryPolicy | None = None) -> None:
+    """The whole batch workflow for one run folder; re-running it picks up where it stopped."""
+    run = BatchRun(out, client, options, redact, policy)
+    run.load()
+    done = {r["item_id"] for r in read_samples(writer.path) if not r.get("error")} \
+        if writer.path.exists() else set()
+    run.prepare(requests, body, writer)
+    pending = {r["item_id"]: r for r in read_samples(run.folder / PENDING)}
+    for round_ in range(1, ROUNDS + 1):
+        files = [e for e in run.state["files"] if e["round"] == round_]
+        for entry in files:
+            await run.submit(entry)
+        await run.poll()
+        for entry in files:
+            if not entry["collected"]:
+                await run.collect(entry, pending, writer, done)
+        if not run.resubmission(round_):
+            break

@@ -1,0 +1,112 @@
+"""`ubench run --batch` against the test server's Files and Batches endpoints, as a user runs it."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from harness.servers.testserver import TestServer
+from tests.conftest import ROOT, read_jsonl, ubench
+
+
+def _prices(tmp_path):
+    path = tmp_path / "prices.yaml"
+    path.write_text(json.dumps({"models": {"openai/test-model": {
+        "input": 2.0, "cached_input": 1.0, "output": 8.0, "batch_discount": 0.5}}}))
+    return path
+
+
+def test_batch_run_joins_results_by_custom_id_and_resubmits_failures(tmp_path):
+    out, online = tmp_path / "batch", tmp_path / "online"
+    prices = _prices(tmp_path)
+    with TestServer("random", usage_details=True) as server:
+        server.batches.error_every = 7   # per-line failures, each request once
+        server.batches.expire_first = 1  # the first batch expires with half its lines answered
+        proc = ubench("run", "--model", "openai/test-model", "--base-url", server.base_url,
+                      "--output", str(out), "--batch", "--batch-poll", "0",
+                      "--batch-max-requests", "50", "--price-file", str(prices))
+        counts = dict(server.batches.counts)
+        reported = dict(server.stats.usage)
+        ubench("run", "--model", "openai/test-model", "--base-url", server.base_url,
+               "--output", str(online), "--no-cache", "--no-progress")
+    records = read_jsonl(out / "samples.jsonl")
+    online_records = {r["item_id"]: r for r in read_jsonl(online / "samples.jsonl")}
+    assert sorted(r["item_id"] for r in records) == sorted(online_records)  # one per item
+    assert all(r["error"] is None and r["batch_id"] for r in records)
+    for r in records:  # the same record as online, answer included, whatever the output order
+        o = online_records[r["item_id"]]
+        assert r["response"] == o["response"] and r["correct"] == o["correct"]
+        assert set(r) - set(o) == {"batch_id"}
+    state = json.loads((out / "batch" / "state.json").read_text())
+    first = [f for f in state["files"] if f["round"] == 1]
+    assert [f["requests"] for f in first] == [50, 50, 36]
+    assert first[0]["status"] == "expired" and any(f["round"] == 2 for f in state["files"])
+    assert counts["creates"] == len(state["files"]) == counts["uploads"]
+    assert sum(1 for r in records if r["attempts"] == 2) == sum(
+        f["requests"] for f in state["files"] if f["round"] == 2)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["usage"]["requests"] == len(records)
+    assert "batch" in proc.stderr + proc.stdout
+    first_line = (out / "batch" / first[0]["name"]).read_text().splitlines()[0]
+    request = json.loads(first_line)
+    assert request["method"] == "POST" and request["url"] == "/v1/chat/completions"
+    assert request["body"]["model"] == "test-model" and request["custom_id"]
+    # usage: what the server reported for the batch lines, summed exactly; half-price cost
+    for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"):
+        assert summary["usage"][name] == reported[name]
+    full = ((reported["prompt_tokens"] - reported["cached_tokens"]) * 2.0
+            + reported["cached_tokens"] * 1.0 + reported["completion_tokens"] * 8.0) / 1e6
+    assert summary["cost_usd"] == pytest.approx(full / 2, abs=1e-6)
+
+
+def _wait_for(predicate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def test_a_killed_batch_run_rerun_submits_nothing_new(tmp_path):
+    out = tmp_path / "run"
+    state_path = out / "batch" / "state.json"
+
+    def submitted():
+        if not state_path.exists():
+            return False
+        files = json.loads(state_path.read_text())["files"]
+        return all(f["batch_id"] for f in files)
+
+    with TestServer("random") as server:
+        server.batches.hold = True  # submitted, never finishing, until the kill
+        args = ["run", "--model", "openai/test-model", "--base-url", server.base_url,
+                "--output", str(out), "--batch", "--batch-poll", "0.05",
+                "--batch-max-requests", "60", "--no-progress"]
+        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", *args], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "OPENAI_API_KEY": "sk-test"})
+        try:
+            _wait_for(submitted)
+            _wait_for(lambda: server.batches.counts["retrieves"] >= 3)  # polling, in flight
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        assert server.batches.counts["creates"] == 3
+        # as if killed between creating the last batch and saving its id
+        state = json.loads(state_path.read_text())
+        state["files"][-1]["batch_id"] = None
+        state_path.write_text(json.dumps(state))
+
+        server.batches.hold = False
+        ubench(*args)
+        assert server.batches.counts["creates"] == 3 and server.batches.counts["uploads"] == 3
+    records = read_jsonl(out / "samples.jsonl")
+    assert len(records) == len({r["item_id"] for r in records}) == 136
+    assert all(r["error"] is None for r in records)
+    assert json.loads(state_path.read_text())["files"][-1]["batch_id"]
