@@ -102,6 +102,9 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--batch-max-requests", type=click.IntRange(1, 50_000), default=50_000,
               show_default=True, help="With --batch: requests per batch file (the API's limit "
                                       "is 50,000, and 200 MB).")
+@click.option("--export-batch", is_flag=True,
+              help="Only write the run's batch request files (OUTPUT/batch/requests-*.jsonl) for "
+                   "vLLM's offline run_batch; then `ubench import-batch`.")
 @click.option("--dry-run", is_flag=True,
               help="Send nothing: print and write OUTPUT/estimate.json with the requests, tokens "
                    "and cost the run would take.")
@@ -116,7 +119,7 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
             temperature, max_tokens, top_p, seed, timeout, max_attempts, image_format,
             max_image_pixels, image_detail, judge, judge_base_url, shuffle_options, circular,
             batch_size, serve, vllm_args, vllm_python, serve_timeout, batch, batch_poll,
-            batch_max_requests, dry_run, price_file, force, no_cache, no_progress) -> None:
+            batch_max_requests, export_batch, dry_run, price_file, force, no_cache, no_progress) -> None:
     """Evaluate MODEL on uBench and write samples.jsonl, manifest.json, summaries and the report."""
     from harness.report.compare import CompareError, compare, compare_markdown, write_comparison
     from harness.report.results import MANIFEST, read_json
@@ -140,7 +143,8 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
         force=force, use_cache=not no_cache, progress=not no_progress, judge=judge,
         judge_base_url=judge_base_url, batch_size=batch_size, serve=serve, vllm_args=vllm_args,
         vllm_python=vllm_python, serve_timeout=serve_timeout, price_file=price_file,
-        batch=batch, batch_poll_s=batch_poll, batch_max_requests=batch_max_requests,
+        batch=batch or export_batch, batch_poll_s=batch_poll,
+        batch_max_requests=batch_max_requests, export_batch=export_batch,
     )
     if dry_run:
         _dry_run(config, list(prompts))
@@ -154,6 +158,8 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
         raise click.ClickException(str(exc)) from None
     except KeyboardInterrupt:
         sys.exit(130)
+    if export_batch:
+        return
     if len(prompts) == 1:
         click.echo(summary_markdown(summary, read_json(output / MANIFEST)))
         click.echo(f"Results written to {output}/ (open {output / REPORT_HTML})")
@@ -196,6 +202,28 @@ def score_cmd(run_dir: Path) -> None:
     summary = finalize(run_dir)
     manifest = read_json(run_dir / MANIFEST) if (run_dir / MANIFEST).exists() else None
     click.echo(summary_markdown(summary, manifest))
+
+
+@main.command("import-batch")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("results", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_batch_cmd(run_dir: Path, results: tuple[Path, ...]) -> None:
+    """Join batch results files (e.g. from vLLM's run_batch) into RUN_DIR by custom_id, then score."""
+    from harness.report.finalize import finalize
+    from harness.report.results import MANIFEST, read_json
+    from harness.report.tables import summary_markdown
+    from harness.run.batch import BatchError
+    from harness.run.offline_batch import import_results
+
+    try:
+        counts = import_results(run_dir, list(results))
+    except BatchError as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = finalize(run_dir)
+    click.echo(summary_markdown(summary, read_json(run_dir / MANIFEST)))
+    click.echo(f"Imported {counts['answered']} answers and {counts['failed']} failed lines into "
+               f"{run_dir}/ ({counts['missing']} requests have no result yet)")
 
 
 @main.group("cache")

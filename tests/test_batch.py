@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -110,3 +111,62 @@ def test_a_killed_batch_run_rerun_submits_nothing_new(tmp_path):
     assert len(records) == len({r["item_id"] for r in records}) == 136
     assert all(r["error"] is None for r in records)
     assert json.loads(state_path.read_text())["files"][-1]["batch_id"]
+
+
+def _export(tmp_path, model, *extra):
+    out = tmp_path / "run"
+    proc = ubench("run", "--model", model, "--dataset", "sample", "--limit", "6",
+                  "--max-tokens", "4", "--output", str(out), "--export-batch", *extra)
+    assert "vllm.entrypoints.openai.run_batch -i" in proc.stderr
+    return out, out / "batch" / "requests-001.jsonl"
+
+
+def test_exported_requests_import_their_results_in_any_order(tmp_path):
+    from harness.servers.testserver import completion, make_responder
+
+    with TestServer("random") as server:  # nothing may reach a server while exporting
+        out, requests = _export(tmp_path, "vllm/m", "--base-url", server.base_url)
+        assert server.stats.requests == 0 and server.batches.counts["uploads"] == 0
+    assert not (out / "samples.jsonl").read_text()
+    respond = make_responder("random")
+    lines = [json.loads(line) for line in requests.read_text().splitlines()]
+    results = tmp_path / "results.jsonl"
+    rows = [{"id": str(i), "custom_id": line["custom_id"], "error": None,
+             "response": {"status_code": 200, "body": completion("m", respond(line["body"]), {
+                 "prompt_tokens": 7, "completion_tokens": 1})}} for i, line in enumerate(lines)]
+    rows[0]["response"] = {"status_code": 400, "body": {"error": {"message": "too long"}}}
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows[::-1]) + "not json\n")
+    proc = ubench("import-batch", str(out), str(results))
+    assert "Imported 5 answers and 1 failed lines" in proc.stdout
+    records = {r["item_id"]: r for r in read_jsonl(out / "samples.jsonl")}
+    assert len(records) == 6 and records[lines[0]["custom_id"]]["error"]["type"] == "batch"
+    assert json.loads((out / "summary.json").read_text())["usage"]["prompt_tokens"] == 35
+    ubench("import-batch", str(out), str(results))  # importing again adds no second answer
+    answers = [r for r in read_jsonl(out / "samples.jsonl") if not r["error"]]
+    assert len(answers) == len({r["item_id"] for r in answers}) == 5
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_run_batch_round_trip(tmp_path):
+    from tests.test_vllm_managed import VLLM_ARGS, VLLM_ENV, VLLM_PYTHON
+
+    if not os.path.exists(VLLM_PYTHON):
+        pytest.skip(f"no vLLM environment at {VLLM_PYTHON}")
+    pytest.importorskip("transformers", reason="the tiny model is built with the 'local' extra")
+    from tests.tiny_vlm import build_tiny_idefics3
+
+    model = build_tiny_idefics3(tmp_path / "tiny")
+    out, requests = _export(tmp_path, f"vllm/{model}")
+    results = tmp_path / "results.jsonl"
+    subprocess.run([VLLM_PYTHON, "-m", "vllm.entrypoints.openai.run_batch", "-i", str(requests),
+                    "-o", str(results), "--model", str(model), *shlex.split(VLLM_ARGS)],
+                   env={**os.environ, **VLLM_ENV}, check=True, timeout=600,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = ubench("import-batch", str(out), str(results))
+    assert "Imported 6 answers and 0 failed lines" in proc.stdout
+    records = read_jsonl(out / "samples.jsonl")
+    assert len(records) == 6 and all(r["error"] is None for r in records)
+    assert all(1 <= r["usage"]["completion_tokens"] <= 4 for r in records)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["usage"]["prompt_tokens"] == sum(r["usage"]["prompt_tokens"] for r in records)

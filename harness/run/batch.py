@@ -233,35 +233,13 @@ class BatchRun:
                                       lambda: self.client.files.content(file_id))
             raw = content.content
             (self.folder / f"results-{entry['batch_id']}-{key[:-8]}.jsonl").write_bytes(raw)
-            for n, line in enumerate(raw.splitlines(), 1):
-                if not line.strip():
-                    continue
-                custom_id, outcome = _read_result(line, n, file_id)
-                if custom_id not in sent:
-                    log.warning("%s line %d: custom_id %r was not in %s; ignored", file_id, n,
-                                custom_id, entry["name"])
-                    continue
-                if isinstance(outcome, str):
-                    failures[custom_id] = outcome
-                    continue
-                if custom_id in done or custom_id in answered_ids:
-                    continue
-                outcome.attempts = entry["round"]
-                record = answered(dict(pending[custom_id]), outcome)
-                record["batch_id"] = entry["batch_id"]
-                writer.write(record)
-                answered_ids.add(custom_id)
+            join_results(raw.splitlines(), file_id, sent, pending, writer, done | answered_ids,
+                         entry["batch_id"], entry["round"], answered_ids, failures)
         for custom_id in sent - answered_ids - set(failures) - done:
             failures[custom_id] = f"batch {entry['batch_id']} {entry['status']} without answering it"
         failed = sorted(failures.keys() - answered_ids - done)
         if entry["round"] >= ROUNDS:  # no more resubmissions: the failure is the record
-            for custom_id in failed:
-                record = dict(pending[custom_id])
-                record["error"] = {"type": "batch", "status": None, "attempts": entry["round"],
-                                   "message": f"item {custom_id}: {failures[custom_id]}"}
-                record["batch_id"] = entry["batch_id"]
-                writer.write(record)
-                log.warning("failed %s in batch: %s", custom_id, failures[custom_id])
+            write_failures(failed, failures, pending, writer, entry["batch_id"], entry["round"])
         writer.sync()
         entry.update(collected=True, failed_ids=failed)
         self.save()
@@ -294,6 +272,44 @@ class BatchRun:
         return True
 
 
+def join_results(lines: Iterable[bytes], name: str, sent: set[str], pending: dict[str, dict[str, Any]],
+                 writer: SampleWriter, done: set[str], batch_id: str, attempts: int,
+                 answered_ids: set[str], failures: dict[str, str]) -> None:
+    """Write a record for each answered line of a results file (`{custom_id, response, error}`
+    lines, in any order); note failed lines in `failures`. Ids in `done` are skipped."""
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        custom_id, outcome = _read_result(line, n, name)
+        if custom_id not in sent:
+            log.warning("%s line %d: custom_id %r is not a request of this run; ignored", name,
+                        n, custom_id)
+            continue
+        if isinstance(outcome, str):
+            failures[custom_id] = outcome
+            continue
+        if custom_id in done or custom_id in answered_ids:
+            continue
+        outcome.attempts = attempts
+        record = answered(dict(pending[custom_id]), outcome)
+        record["batch_id"] = batch_id
+        writer.write(record)
+        answered_ids.add(custom_id)
+
+
+def write_failures(failed: Iterable[str], failures: dict[str, str],
+                   pending: dict[str, dict[str, Any]], writer: SampleWriter, batch_id: str,
+                   attempts: int) -> None:
+    """Error records for requests that will not be tried again in a batch."""
+    for custom_id in failed:
+        record = dict(pending[custom_id])
+        record["error"] = {"type": "batch", "status": None, "attempts": attempts,
+                           "message": f"item {custom_id}: {failures[custom_id]}"}
+        record["batch_id"] = batch_id
+        writer.write(record)
+        log.warning("failed %s in batch: %s", custom_id, failures[custom_id])
+
+
 def _custom_ids(path: Path) -> Iterable[str]:
     with open(path, "rb") as f:
         for line in f:
@@ -322,18 +338,30 @@ def _read_result(line: bytes, n: int, file_id: str) -> tuple[str | None, Any]:
     return custom_id, reply
 
 
+def answered_ids(samples: Path) -> set[str]:
+    return {r["item_id"] for r in read_samples(samples) if not r.get("error")} \
+        if samples.exists() else set()
+
+
+def pending_records(out: Path) -> dict[str, dict[str, Any]]:
+    return {r["item_id"]: r for r in read_samples(Path(out) / BATCH_DIR / PENDING)}
+
+
 async def run_batches(out: Path, client: Any, options: BatchOptions,
                       requests: Iterable[tuple[dict[str, Any], ChatRequest | None]],
                       body: Callable[[ChatRequest], bytes], writer: SampleWriter,
                       redact: Callable[[str], str] = lambda s: s,
-                      policy: RetryPolicy | None = None) -> None:
-    """The whole batch workflow for one run folder; re-running it picks up where it stopped."""
+                      policy: RetryPolicy | None = None, submit: bool = True) -> list[Path]:
+    """The whole batch workflow for one run folder; re-running it picks up where it stopped.
+    With `submit` false, only the request files are written; their paths are returned."""
     run = BatchRun(out, client, options, redact, policy)
     run.load()
-    done = {r["item_id"] for r in read_samples(writer.path) if not r.get("error")} \
-        if writer.path.exists() else set()
+    done = answered_ids(writer.path)
     run.prepare(requests, body, writer)
-    pending = {r["item_id"]: r for r in read_samples(run.folder / PENDING)}
+    files = [run.folder / e["name"] for e in run.state["files"] if e["round"] == 1]
+    if not submit:
+        return files
+    pending = pending_records(out)
     for round_ in range(1, ROUNDS + 1):
         files = [e for e in run.state["files"] if e["round"] == round_]
         for entry in files:
@@ -344,3 +372,4 @@ async def run_batches(out: Path, client: Any, options: BatchOptions,
                 await run.collect(entry, pending, writer, done)
         if not run.resubmission(round_):
             break
+    return files

@@ -117,6 +117,7 @@ class RunConfig:
     batch: bool = False  # send through the Batch API (harness.run.batch)
     batch_poll_s: float = 30.0
     batch_max_requests: int = 50_000
+    export_batch: bool = False  # with batch: only write the request files (harness.run.offline_batch)
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
     @property
@@ -263,6 +264,8 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
         for handler in handlers:
             log.removeHandler(handler)
             handler.close()
+    if config.export_batch:
+        return [None for _ in outs]  # nothing answered yet: no summary
     return [finalize(out) for out in outs]
 
 
@@ -439,11 +442,18 @@ async def _batch(config: RunConfig, examples, variants: list[Variant], adapter) 
     options = BatchOptions(poll_s=config.batch_poll_s, max_requests=config.batch_max_requests,
                            progress=config.progress)
     try:
-        await run_batches(variant.writer.path.parent, adapter.files_client(), options, requests(),
-                          adapter.request_body, variant.writer, adapter.redact,
-                          RetryPolicy(max_attempts=config.max_attempts))
+        files = await run_batches(variant.writer.path.parent, adapter.files_client(), options,
+                                  requests(), adapter.request_body, variant.writer,
+                                  adapter.redact, RetryPolicy(max_attempts=config.max_attempts),
+                                  submit=not config.export_batch)
     except BatchError as exc:
         raise RunError(str(exc)) from None
+    if config.export_batch:
+        from harness.run.offline_batch import vllm_commands
+
+        print("Request files written; run them with vLLM, then `ubench import-batch "
+              f"{variant.writer.path.parent} RESULTS.jsonl…`:", *vllm_commands(files, adapter.model),
+              sep="\n", file=sys.stderr)
 
 
 def _encode(example: Example, config: RunConfig):

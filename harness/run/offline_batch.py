@@ -1,0 +1,59 @@
+"""vLLM's offline batch runner with a run folder: export the requests, import the results.
+
+`ubench run --export-batch` writes the run's request files (harness.run.batch: the Batch API's
+line format, which `python -m vllm.entrypoints.openai.run_batch` reads) without sending anything;
+`ubench import-batch RUN_DIR RESULTS.jsonl…` joins result lines by custom_id into samples.jsonl,
+exactly as a --batch run does, and a failed line becomes an error record (a later online re-run of
+the same command asks it again).
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Any
+
+from harness.report.results import SAMPLES, SampleWriter
+from harness.run.batch import (
+    BATCH_DIR,
+    STATE_JSON,
+    BatchError,
+    answered_ids,
+    join_results,
+    pending_records,
+    write_failures,
+)
+
+VLLM_RUN_BATCH = "python -m vllm.entrypoints.openai.run_batch"
+
+
+def vllm_commands(files: list[Path], model: str) -> list[str]:
+    """One run_batch command per request file; each writes results-<file> beside it."""
+    return [f"{VLLM_RUN_BATCH} -i {shlex.quote(str(f))} -o "
+            f"{shlex.quote(str(f.with_name('results-' + f.name)))} --model {shlex.quote(model)}"
+            for f in files]
+
+
+def import_results(out: Path, paths: list[Path]) -> dict[str, Any]:
+    """Join results files into `out`'s samples.jsonl; returns counts of what was imported."""
+    out = Path(out)
+    if not (out / BATCH_DIR / STATE_JSON).exists():
+        raise BatchError(f"{out}: no {BATCH_DIR}/{STATE_JSON}; write the requests first with "
+                         "`ubench run … --export-batch --output " + str(out) + "`")
+    pending = pending_records(out)
+    sent = set(pending)
+    done = answered_ids(out / SAMPLES)
+    answered: set[str] = set()
+    failures: dict[str, str] = {}
+    with SampleWriter(out / SAMPLES) as writer:
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    join_results(f, str(path), sent, pending, writer, done, path.name, 1,
+                                 answered, failures)
+            except OSError as exc:
+                raise BatchError(f"{path}: cannot read the results file ({exc.strerror})") from None
+        failed = sorted(failures.keys() - answered - done)
+        write_failures(failed, failures, pending, writer, "import", 1)
+    missing = len(sent - answered - done - set(failed))
+    return {"answered": len(answered), "failed": len(failed), "missing": missing,
+            "already_done": len(done & sent)}
