@@ -146,6 +146,10 @@ class OpenAICompatAdapter(Adapter):
             result = None
         response = chat_response(result, raw)
         response.latency_s = latency
+        limits = {k.lower()[12:]: v for k, v in headers.items()
+                  if k.lower().startswith("x-ratelimit-")}
+        if limits:  # for --max-rpm/--max-tpm pacing (harness.run.pacing)
+            response.meta["ratelimit"] = limits
         return response
 
     async def aclose(self) -> None:

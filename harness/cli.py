@@ -102,6 +102,14 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--batch-max-requests", type=click.IntRange(1, 50_000), default=50_000,
               show_default=True, help="With --batch: requests per batch file (the API's limit "
                                       "is 50,000, and 200 MB).")
+@click.option("--max-rpm", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="At most this many requests per minute (token bucket; follows the server's "
+                   "x-ratelimit-* headers).")
+@click.option("--max-tpm", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="At most this many tokens per minute (estimated before sending, as the "
+                   "provider counts them: prompt plus max tokens).")
+@click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
+              help="Stop before the run could spend more than this (resumable; exit 1).")
 @click.option("--export-batch", is_flag=True,
               help="Only write the run's batch request files (OUTPUT/batch/requests-*.jsonl) for "
                    "vLLM's offline run_batch; then `ubench import-batch`.")
@@ -119,7 +127,8 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
             temperature, max_tokens, top_p, seed, timeout, max_attempts, image_format,
             max_image_pixels, image_detail, judge, judge_base_url, shuffle_options, circular,
             batch_size, serve, vllm_args, vllm_python, serve_timeout, batch, batch_poll,
-            batch_max_requests, export_batch, dry_run, price_file, force, no_cache, no_progress) -> None:
+            batch_max_requests, max_rpm, max_tpm, max_cost, export_batch, dry_run, price_file,
+            force, no_cache, no_progress) -> None:
     """Evaluate MODEL on uBench and write samples.jsonl, manifest.json, summaries and the report."""
     from harness.report.compare import CompareError, compare, compare_markdown, write_comparison
     from harness.report.results import MANIFEST, read_json
@@ -144,7 +153,8 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
         judge_base_url=judge_base_url, batch_size=batch_size, serve=serve, vllm_args=vllm_args,
         vllm_python=vllm_python, serve_timeout=serve_timeout, price_file=price_file,
         batch=batch or export_batch, batch_poll_s=batch_poll,
-        batch_max_requests=batch_max_requests, export_batch=export_batch,
+        batch_max_requests=batch_max_requests, export_batch=export_batch, max_rpm=max_rpm,
+        max_tpm=max_tpm, max_cost=max_cost,
     )
     if dry_run:
         _dry_run(config, list(prompts))

@@ -7,37 +7,18 @@ from the price table, and counts text tokens with an offline tokenizer when one 
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from harness.adapters import split_spec
 from harness.data.images import ImageError, image_size, sent_size
 from harness.data.sources import resolve_source
-from harness.prompts import Template, TemplateError, load_template, render
+from harness.prompts import TemplateError, load_template, render
 from harness.report.results import SAMPLES, read_samples, write_json
 from harness.score.pricing import PricingError, find_price, image_tokens, load_table
+from harness.score.tokens import message_tokens, text_counter
 
 ESTIMATE_JSON = "estimate.json"
-# OpenAI's chat format adds a few tokens around each message and to prime the reply.
-TOKENS_PER_MESSAGE = 3
-TOKENS_PER_REPLY = 3
-
-
-def text_counter(model: str) -> tuple[str, Callable[[str], int]]:
-    """The most exact offline text-token counter available, and its name for the estimate."""
-    try:
-        import bpe_openai
-
-        try:
-            encoding = bpe_openai.encoding_for_model(model)
-        except Exception:  # a model it does not know: GPT-4o's encoding is the closest
-            encoding = bpe_openai.get_encoding("o200k_base")
-        return (f"bpe-openai {getattr(encoding, 'name', 'o200k_base')} (exact for OpenAI models)",
-                lambda text: len(encoding.encode(text)))
-    except ImportError:
-        return ("approximation: ceil(characters / 4) (pip install bpe-openai for OpenAI's "
-                "exact tokenizer, offline)", lambda text: math.ceil(len(text) / 4))
 
 
 def image_detail(model_spec: str, detail: str | None) -> str | None:
@@ -93,7 +74,8 @@ def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:
             totals["requests"] += 1
             per_template[template.name]["requests"] += 1
             totals["image_tokens"] += per_image
-            totals["text_tokens"] += _text_tokens(template, item, count)
+            messages = render(template, item.question, item.option_map)
+            totals["text_tokens"] += message_tokens(messages, count)
             totals["output_tokens"] += n_out
 
     result = _priced(totals, price, rule is not None)
@@ -125,13 +107,6 @@ def _answered(out: Path) -> set[str]:
     if not path.exists():
         return set()
     return {r["item_id"] for r in read_samples(path) if not r.get("error")}
-
-
-def _text_tokens(template: Template, item, count: Callable[[str], int]) -> int:
-    messages = render(template, item.question, item.option_map)
-    return TOKENS_PER_REPLY + sum(
-        TOKENS_PER_MESSAGE + sum(count(p["text"]) for p in m["content"] if p["type"] == "text")
-        for m in messages)
 
 
 def _priced(totals: dict[str, int], price, images_counted: bool) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from harness.report.results import (
     SUMMARY_MD,
     SampleWriter,
     config_fingerprint,
+    latest_records,
     read_json,
     read_samples,
     resume_view,
@@ -55,10 +56,12 @@ from harness.run.fewshot import (
     shared_encodings,
 )
 from harness.run.fewshot import describe as describe_pool
+from harness.run.pacing import Budget, BudgetExceeded, PacedAdapter, RateLimiter
 from harness.run.records import answered
 from harness.run.retry import RetryPolicy
 from harness.score.judge import Judge, build_judge
 from harness.score.pricing import PricingError, find_price, load_table
+from harness.score.usage import usage_summary
 from harness.servers.vllm_server import ManagedServer, ServerStartError, managed_vllm
 
 ABORT_AFTER_SAME_FAILURES = 8
@@ -117,6 +120,9 @@ class RunConfig:
     batch: bool = False  # send through the Batch API (harness.run.batch)
     batch_poll_s: float = 30.0
     batch_max_requests: int = 50_000
+    max_rpm: float | None = None  # pacing and budget (harness.run.pacing)
+    max_tpm: float | None = None
+    max_cost: float | None = None
     export_batch: bool = False  # with batch: only write the request files (harness.run.offline_batch)
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -221,6 +227,7 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
     if config.adaptive_concurrency:
         adapter = AdaptiveConcurrency(adapter, ConcurrencyController(config.concurrency))
     outs = [out for _, out in specs]
+    adapter = _paced(config, adapter, outs)
     judge = _make_judge(config)
     pools = await asyncio.to_thread(_example_pools, templates, source, config)
     done = []
@@ -322,6 +329,27 @@ def _cached(adapter: Adapter, cache: ResponseCache | None,
     return CachedAdapter(adapter, cache, identity)
 
 
+def _paced(config: RunConfig, adapter: Adapter, outs: list[Path]) -> Adapter:
+    """--max-rpm, --max-tpm and --max-cost around the adapter (cache hits pass them by)."""
+    if not (config.max_rpm or config.max_tpm or config.max_cost is not None):
+        return adapter
+    price = find_price(config.model, load_table(config.price_file))
+    budget = None
+    if config.max_cost is not None:
+        if price is None:
+            raise RunError(f"--max-cost: the price table has no price for {config.model}; "
+                           "give one with --price-file")
+        spent = sum(usage_summary(latest_records(out), price)["cost_usd"] for out in outs
+                    if (out / SAMPLES).exists())
+        budget = Budget(config.max_cost, price, spent)
+    limiter = RateLimiter(config.max_rpm, config.max_tpm) \
+        if config.max_rpm or config.max_tpm else None
+    return PacedAdapter(adapter, limiter=limiter, budget=budget,
+                        image_rule=price.image_rule if price else None,
+                        image_detail=adapter.describe().get("image_detail"),
+                        model=split_spec(config.model)[1])
+
+
 def _make_judge(config: RunConfig) -> Judge | None:
     if not config.judge:
         return None
@@ -395,8 +423,13 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
             variant, item, image, image_error = entry
             if abort:
                 continue  # drain: the run is stopping
-            record = await _evaluate(item, image, image_error, variant.template, adapter, config,
-                                     policy, on_retry, variant.pool)
+            try:
+                record = await _evaluate(item, image, image_error, variant.template, adapter,
+                                         config, policy, on_retry, variant.pool)
+            except BudgetExceeded as exc:  # stop cleanly: the requests in flight still land
+                if not abort:
+                    abort.append(str(exc))
+                continue
             if judge:
                 await judge.review(record, item.question)
             emit(variant.writer, record)
@@ -582,7 +615,9 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
         "pricing": _price(config),
         "runtime": {"concurrency": config.concurrency, "timeout_s": config.timeout,
                     "max_attempts": config.max_attempts, "batch_size": config.batch_size,
-                    "adaptive_concurrency": config.adaptive_concurrency, "batch": config.batch},
+                    "adaptive_concurrency": config.adaptive_concurrency, "batch": config.batch,
+                    "max_rpm": config.max_rpm, "max_tpm": config.max_tpm,
+                    "max_cost_usd": config.max_cost},
     }
 
 

@@ -1,0 +1,101 @@
+"""--max-rpm, --max-tpm and --max-cost: pacing on an injected clock, the budget through the CLI."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from harness.run.pacing import RateLimiter, parse_duration
+from harness.servers.testserver import TestServer
+from tests.conftest import read_jsonl, ubench
+
+
+class FakeTime:
+    """A clock that only moves when the limiter sleeps: waits are exact and take no time."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _starts(limiter: RateLimiter, fake: FakeTime, tokens: list[int]) -> list[float]:
+    async def go():
+        starts = []
+        for n in tokens:
+            await limiter.acquire(n)
+            starts.append(fake.now)
+        return starts
+    return asyncio.run(go())
+
+
+def test_requests_per_minute_space_requests_evenly():
+    fake = FakeTime()
+    starts = _starts(RateLimiter(60, None, fake.clock, fake.sleep), fake, [0] * 5)
+    assert starts == pytest.approx([0, 1, 2, 3, 4])  # 60 per minute: one a second
+
+
+def test_tokens_per_minute_pace_by_the_estimated_tokens_and_give_back_the_rest():
+    fake = FakeTime()
+    limiter = RateLimiter(None, 6000, fake.clock, fake.sleep)  # 100 tokens a second
+    # a request larger than one second's worth waits for a full bucket and leaves a debt
+    assert _starts(limiter, fake, [100, 100, 300]) == pytest.approx([0, 1, 2])
+    limiter.settle(estimated=300, actual=100)  # the server counted less: 200 back
+    assert _starts(limiter, fake, [200]) == pytest.approx([3])  # without it: 5
+
+
+def test_the_servers_remaining_and_reset_headers_are_followed():
+    fake = FakeTime()
+    limiter = RateLimiter(600, None, fake.clock, fake.sleep)
+    limiter.observe({"remaining-requests": "0", "reset-requests": "6m0s"})
+    assert _starts(limiter, fake, [0]) == pytest.approx([360])
+
+
+@pytest.mark.parametrize("text, seconds", [("1s", 1), ("6m0s", 360), ("20ms", 0.02),
+                                           ("1h2m3.5s", 3723.5), ("soon", None), ("", None)])
+def test_reset_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+def test_rpm_limited_run_answers_everything_and_records_its_limits(tmp_path):
+    out = tmp_path / "run"
+    with TestServer("random") as server:
+        ubench("run", "--model", "vllm/m", "--base-url", server.base_url, "--output", str(out),
+               "--limit", "8", "--max-rpm", "6000", "--max-tpm", "1000000")
+        assert server.stats.requests == 8
+    assert len(read_jsonl(out / "samples.jsonl")) == 8
+    runtime = json.loads((out / "manifest.json").read_text())["runtime"]
+    assert runtime["max_rpm"] == 6000 and runtime["max_tpm"] == 1000000
+
+
+def test_max_cost_stops_before_the_budget_and_a_rerun_resumes(tmp_path):
+    prices = tmp_path / "prices.yaml"  # $0.001 per output token, input free
+    prices.write_text(json.dumps({"models": {"vllm/m": {"input": 0, "output": 1000}}}))
+    out = tmp_path / "run"
+    args = ["run", "--model", "vllm/m", "--output", str(out), "--price-file", str(prices),
+            "--max-tokens", "4", "--concurrency", "1"]
+    with TestServer("letter:A") as server:  # each answer: 1 completion token = $0.001
+        # a request may cost up to 4 tokens ($0.004): sent while spent + 0.004 <= 0.0095
+        proc = ubench(*args, "--base-url", server.base_url, "--max-cost", "0.0095", check=False)
+        assert proc.returncode == 1
+        assert server.stats.requests == 6
+        assert "stopped before exceeding --max-cost $0.0095: spent $0.0060" in proc.stderr
+        assert len(read_jsonl(out / "samples.jsonl")) == 6
+
+        ubench(*args, "--base-url", server.base_url, "--max-cost", "1")
+        records = read_jsonl(out / "samples.jsonl")
+    assert len(records) == len({r["item_id"] for r in records}) == server.stats.requests == 136
+    assert json.loads((out / "summary.json").read_text())["cost_usd"] == pytest.approx(0.136)
+
+
+def test_max_cost_needs_a_price(tmp_path):
+    proc = ubench("run", "--model", "vllm/unpriced", "--output", str(tmp_path / "r"),
+                  "--max-cost", "5", check=False)
+    assert proc.returncode == 1 and "no price for vllm/unpriced" in proc.stderr
