@@ -37,27 +37,48 @@ def _json_string(text: str) -> bytes:
 class OpenAICompatAdapter(Adapter):
     def __init__(self, spec: str, model: str, *, base_url: str | None, api_key: str | None,
                  timeout: float = 120.0, image_detail: str | None = "high",
-                 concurrency: int = 32):
+                 concurrency: int = 32, query: str = "", auth: str = "bearer",
+                 reasoning: bool = False, reasoning_effort: str | None = None,
+                 extra_body: dict[str, Any] | None = None):
         self.spec = spec
         self.model = model
         self.base_url = (base_url or OPENAI_BASE_URL).rstrip("/")
         self.image_detail = image_detail
         self.timeout = timeout
+        self.reasoning = reasoning  # max_completion_tokens, no sampling parameters
+        self.reasoning_effort = reasoning_effort
+        self.extra_body = extra_body or {}
         self._secret = api_key
-        self._endpoint = f"{self.base_url}/chat/completions"
+        self._endpoint = f"{self.base_url}/chat/completions" + (f"?{query}" if query else "")
         self._headers = {"Content-Type": "application/json"}
-        if api_key:
+        if api_key and auth == "api-key":  # Azure OpenAI
+            self._headers["api-key"] = api_key
+        elif api_key:
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._pool_size = max(concurrency, 1) + 4
         self._session: aiohttp.ClientSession | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"spec": self.spec, "model": self.model, "base_url": self.base_url,
-                "image_detail": self.image_detail, "timeout_s": self.timeout,
-                "transport": f"aiohttp {aiohttp.__version__}"}
+        described = {"spec": self.spec, "model": self.model, "base_url": self.base_url,
+                     "image_detail": self.image_detail, "timeout_s": self.timeout,
+                     "transport": f"aiohttp {aiohttp.__version__}"}
+        return {**described, **self._request_options()}
+
+    def _request_options(self) -> dict[str, Any]:
+        """What, besides the request, goes into the body (only when set: older runs' manifests
+        and cache keys stay as they were)."""
+        options: dict[str, Any] = {}
+        if self.reasoning:
+            options["reasoning_model"] = True
+        if self.reasoning_effort:
+            options["reasoning_effort"] = self.reasoning_effort
+        if self.extra_body:
+            options["extra_body"] = self.extra_body
+        return options
 
     def cache_identity(self) -> dict[str, Any]:
-        return {"spec": self.spec, "base_url": f"{self.base_url}/"}  # as the SDK spelled it
+        return {"spec": self.spec, "base_url": f"{self.base_url}/",  # as the SDK spelled it
+                **self._request_options()}
 
     def redact(self, text: str) -> str:
         """Servers may echo the key in an error message; it never leaves the adapter."""
@@ -97,6 +118,13 @@ class OpenAICompatAdapter(Adapter):
             body["top_p"] = p.top_p
         if p.seed is not None:
             body["seed"] = p.seed
+        if self.reasoning:  # o-series, GPT-5: only the default sampling is accepted
+            body["max_completion_tokens"] = body.pop("max_tokens")
+            body.pop("temperature")
+            body.pop("top_p", None)
+        if self.reasoning_effort:
+            body["reasoning_effort"] = self.reasoning_effort
+        body.update(self.extra_body)  # verbatim, last: the user's word wins
         encoded = orjson.dumps(body)
         return encoded if url is None else encoded.replace(_IMAGE_SLOT_JSON, _json_string(url), 1)
 

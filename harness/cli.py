@@ -22,6 +22,20 @@ def _split_csv(values: tuple[str, ...]) -> list[str] | None:
     return items or None
 
 
+def _json_object(text: str | None, flag: str) -> dict | None:
+    import json
+
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})", param_hint=flag) from None
+    if not isinstance(value, dict):
+        raise click.BadParameter("must be a JSON object ({...})", param_hint=flag)
+    return value
+
+
 def _shard(text: str | None) -> tuple[int, int] | None:
     from harness.data.items import parse_shard
 
@@ -102,6 +116,15 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--batch-max-requests", type=click.IntRange(1, 50_000), default=50_000,
               show_default=True, help="With --batch: requests per batch file (the API's limit "
                                       "is 50,000, and 200 MB).")
+@click.option("--reasoning-effort", type=click.Choice(["minimal", "low", "medium", "high"]),
+              default=None, help="OpenAI reasoning models (o-series, GPT-5): reasoning_effort.")
+@click.option("--extra-body", default=None, metavar="JSON",
+              help="A JSON object merged verbatim into every request body (e.g. "
+                   "'{\"chat_template_kwargs\": {\"enable_thinking\": false}}'); recorded in "
+                   "the manifest.")
+@click.option("--api-version", default=None,
+              help="azure/ only: the Azure OpenAI api-version (default $OPENAI_API_VERSION, "
+                   "else 2024-10-21).")
 @click.option("--max-rpm", type=click.FloatRange(min=0, min_open=True), default=None,
               help="At most this many requests per minute (token bucket; follows the server's "
                    "x-ratelimit-* headers).")
@@ -126,10 +149,14 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
             question_types, include_excluded, limit, shard, concurrency, adaptive_concurrency,
             temperature, max_tokens, top_p, seed, timeout, max_attempts, image_format,
             max_image_pixels, image_detail, judge, judge_base_url, shuffle_options, circular,
-            batch_size, serve, vllm_args, vllm_python, serve_timeout, batch, batch_poll,
-            batch_max_requests, max_rpm, max_tpm, max_cost, export_batch, dry_run, price_file,
-            force, no_cache, no_progress) -> None:
+            batch_size, serve, vllm_args, vllm_python, serve_timeout, force, no_cache,
+            no_progress, **hosted) -> None:
     """Evaluate MODEL on uBench and write samples.jsonl, manifest.json, summaries and the report."""
+    # hosted-API options (cost, batches, limits, provider parameters)
+    dry_run, export_batch = hosted.pop("dry_run"), hosted.pop("export_batch")
+    hosted["extra_body"] = _json_object(hosted["extra_body"], "--extra-body")
+    hosted["batch"] = hosted["batch"] or export_batch
+    hosted["batch_poll_s"] = hosted.pop("batch_poll")
     from harness.report.compare import CompareError, compare, compare_markdown, write_comparison
     from harness.report.results import MANIFEST, read_json
     from harness.report.run_report import REPORT_HTML
@@ -151,10 +178,8 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
         image_detail=image_detail, shuffle_options=shuffle_options, circular=circular,
         force=force, use_cache=not no_cache, progress=not no_progress, judge=judge,
         judge_base_url=judge_base_url, batch_size=batch_size, serve=serve, vllm_args=vllm_args,
-        vllm_python=vllm_python, serve_timeout=serve_timeout, price_file=price_file,
-        batch=batch or export_batch, batch_poll_s=batch_poll,
-        batch_max_requests=batch_max_requests, export_batch=export_batch, max_rpm=max_rpm,
-        max_tpm=max_tpm, max_cost=max_cost,
+        vllm_python=vllm_python, serve_timeout=serve_timeout, export_batch=export_batch,
+        **hosted,
     )
     if dry_run:
         _dry_run(config, list(prompts))

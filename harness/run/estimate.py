@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.adapters import split_spec
+from harness.adapters.presets import PRESETS
 from harness.data.images import ImageError, image_size, sent_size
 from harness.data.sources import resolve_source
 from harness.prompts import TemplateError, load_template, render
@@ -22,8 +23,9 @@ ESTIMATE_JSON = "estimate.json"
 
 
 def image_detail(model_spec: str, detail: str | None) -> str | None:
-    """The detail the run would send: --image-detail, else high for openai/ (see adapters)."""
-    return detail or ("high" if split_spec(model_spec)[0] == "openai" else None)
+    """The detail the run would send: --image-detail, else the provider preset's."""
+    preset = PRESETS.get(split_spec(model_spec)[0])
+    return detail or (preset.image_detail if preset else None)
 
 
 def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:

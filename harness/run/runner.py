@@ -120,6 +120,9 @@ class RunConfig:
     batch: bool = False  # send through the Batch API (harness.run.batch)
     batch_poll_s: float = 30.0
     batch_max_requests: int = 50_000
+    reasoning_effort: str | None = None
+    extra_body: dict[str, Any] | None = None  # merged into every request body, verbatim
+    api_version: str | None = None  # azure/ only
     max_rpm: float | None = None  # pacing and budget (harness.run.pacing)
     max_tpm: float | None = None
     max_cost: float | None = None
@@ -217,7 +220,9 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
                                  base_url=server.base_url if server else config.base_url,
                                  api_key_env=config.api_key_env, seed=config.seed,
                                  timeout=config.timeout, concurrency=config.concurrency,
-                                 image_detail=config.image_detail, batch_size=config.batch_size)
+                                 image_detail=config.image_detail, batch_size=config.batch_size,
+                                 reasoning_effort=config.reasoning_effort,
+                                 extra_body=config.extra_body, api_version=config.api_version)
     except ValueError as exc:
         raise RunError(str(exc)) from exc
     batch_adapter = adapter

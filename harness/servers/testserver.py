@@ -155,6 +155,7 @@ class Stats:
     by_key: Counter = field(default_factory=Counter)
     models: Counter = field(default_factory=Counter)
     bodies: list = field(default_factory=list)
+    requests_seen: list = field(default_factory=list)  # path and auth headers, with keep_bodies
     keep_bodies: bool = False
     answered: Counter = field(default_factory=Counter)  # keys that got a real answer
     faults: Counter = field(default_factory=Counter)
@@ -176,6 +177,9 @@ def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
         stats.models[body.get("model")] += 1
         if stats.keep_bodies:
             stats.bodies.append(body)
+            stats.requests_seen.append({"path": request.path_qs,
+                                        "api-key": request.headers.get("api-key"),
+                                        "authorization": request.headers.get("Authorization")})
         if behaviour.require_key is not None and (
                 request.headers.get("Authorization") != f"Bearer {behaviour.require_key}"):
             stats.faults["401"] += 1
