@@ -65,6 +65,14 @@ def test_batch_run_joins_results_by_custom_id_and_resubmits_failures(tmp_path):
     assert summary["cost_usd"] == pytest.approx(full / 2, abs=1e-6)
 
 
+def test_batch_refuses_what_it_cannot_do(tmp_path):
+    for extra, message in ((["--max-cost", "5"], "--max-cost limits online requests"),
+                           (["--prompt", "official", "--prompt", "cot"], "one template")):
+        proc = ubench("run", "--model", "openai/test-model", "--base-url", "http://127.0.0.1:9/v1",
+                      "--output", str(tmp_path / "r"), "--batch", *extra, check=False)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+
+
 def _wait_for(predicate, timeout=60.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -135,13 +143,17 @@ def test_exported_requests_import_their_results_in_any_order(tmp_path):
              "response": {"status_code": 200, "body": completion("m", respond(line["body"]), {
                  "prompt_tokens": 7, "completion_tokens": 1})}} for i, line in enumerate(lines)]
     rows[0]["response"] = {"status_code": 400, "body": {"error": {"message": "too long"}}}
-    results.write_text("".join(json.dumps(r) + "\n" for r in rows[::-1]) + "not json\n")
+    results.write_text("".join(json.dumps(r) + "\n" for r in rows[::-1])
+                       + 'not json\n{"custom_id": {"a": 1}}\n[1]\n')
     proc = ubench("import-batch", str(out), str(results))
     assert "Imported 5 answers and 1 failed lines" in proc.stdout
     records = {r["item_id"]: r for r in read_jsonl(out / "samples.jsonl")}
     assert len(records) == 6 and records[lines[0]["custom_id"]]["error"]["type"] == "batch"
     assert json.loads((out / "summary.json").read_text())["usage"]["prompt_tokens"] == 35
     ubench("import-batch", str(out), str(results))  # importing again adds no second answer
+    (out / "batch" / "state.json").write_text("{torn")
+    proc = ubench("import-batch", str(out), str(results), check=False)
+    assert proc.returncode == 1 and "state.json: unreadable" in proc.stderr
     answers = [r for r in read_jsonl(out / "samples.jsonl") if not r["error"]]
     assert len(answers) == len({r["item_id"] for r in answers}) == 5
 

@@ -81,7 +81,13 @@ class BatchRun:
         return self.folder / STATE_JSON
 
     def load(self) -> None:
-        self.state = read_json(self.state_path) if self.state_path.exists() else {}
+        try:
+            self.state = read_json(self.state_path) if self.state_path.exists() else {}
+        except (OSError, ValueError) as exc:
+            raise BatchError(f"{self.state_path}: unreadable ({exc}); it holds the ids of batches "
+                             "already submitted: restore it, or start over in a new --output")
+        if self.state and not isinstance(self.state.get("files"), list):
+            raise BatchError(f"{self.state_path}: field 'files' is missing or not a list")
 
     def save(self) -> None:
         write_json(self.state_path, self.state)
@@ -322,6 +328,8 @@ def _read_result(line: bytes, n: int, file_id: str) -> tuple[str | None, Any]:
         row = orjson.loads(line)
         custom_id = row["custom_id"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
+        custom_id = None
+    if not isinstance(custom_id, str):
         log.warning("%s line %d: not a batch result line; ignored", file_id, n)
         return None, "unreadable result line"
     response = row.get("response") or {}

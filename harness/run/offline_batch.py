@@ -17,6 +17,8 @@ from harness.run.batch import (
     BATCH_DIR,
     STATE_JSON,
     BatchError,
+    BatchOptions,
+    BatchRun,
     answered_ids,
     join_results,
     pending_records,
@@ -36,7 +38,9 @@ def vllm_commands(files: list[Path], model: str) -> list[str]:
 def import_results(out: Path, paths: list[Path]) -> dict[str, Any]:
     """Join results files into `out`'s samples.jsonl; returns counts of what was imported."""
     out = Path(out)
-    if not (out / BATCH_DIR / STATE_JSON).exists():
+    run = BatchRun(out, None, BatchOptions())
+    run.load()
+    if not run.state.get("prepared"):
         raise BatchError(f"{out}: no {BATCH_DIR}/{STATE_JSON}; write the requests first with "
                          "`ubench run … --export-batch --output " + str(out) + "`")
     pending = pending_records(out)

@@ -229,6 +229,9 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
     if config.batch and (len(specs) != 1 or not hasattr(adapter, "files_client")):
         raise RunError("--batch sends one template's requests to one OpenAI-compatible server "
                        "(openai/ or vllm/ with at most one --base-url)")
+    if config.batch and not config.export_batch and config.max_cost is not None:
+        raise RunError("--max-cost limits online requests; a batch is priced before it is sent: "
+                       "check it with --dry-run (cost_usd_batch), then run --batch without it")
     if config.adaptive_concurrency:
         adapter = AdaptiveConcurrency(adapter, ConcurrencyController(config.concurrency))
     outs = [out for _, out in specs]
