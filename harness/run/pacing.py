@@ -168,8 +168,11 @@ class PacedAdapter(Adapter):
         return self.inner.cache_identity()
 
     def prompt_estimate(self, request: ChatRequest) -> int:
-        return (message_tokens(request.messages, self.counter)
-                + request_image_tokens(request.image_data_url, self.image_rule, self.image_detail))
+        """Text and image tokens of the request, few-shot examples' images included."""
+        urls = [request.image_data_url,
+                *(e.data_url for e in (request.example_images or {}).values())]
+        return message_tokens(request.messages, self.counter) + sum(
+            request_image_tokens(url, self.image_rule, self.image_detail) for url in urls)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         prompt = self.prompt_estimate(request)
