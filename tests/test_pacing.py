@@ -99,3 +99,28 @@ def test_max_cost_needs_a_price(tmp_path):
     proc = ubench("run", "--model", "vllm/unpriced", "--output", str(tmp_path / "r"),
                   "--max-cost", "5", check=False)
     assert proc.returncode == 1 and "no price for vllm/unpriced" in proc.stderr
+
+
+def test_the_servers_rate_limit_headers_reach_the_limiter(tmp_path):
+    from harness.adapters import ChatRequest, GenerationParams, create_adapter
+    from harness.run.pacing import PacedAdapter
+
+    fake = FakeTime()
+    limiter = RateLimiter(6000, None, fake.clock, fake.sleep)
+    headers = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "2s",
+               "x-ratelimit-remaining-tokens": "9000", "x-ratelimit-reset-tokens": "6m0s"}
+    with TestServer("letter:B", headers=headers) as server:
+        adapter = PacedAdapter(create_adapter("vllm/m", base_url=server.base_url), limiter=limiter)
+
+        async def two():
+            request = ChatRequest("x", [{"role": "user", "content": [{"type": "text",
+                                                                      "text": "A) a\nB) b"}]}],
+                                  None, GenerationParams(max_tokens=4))
+            first = await adapter.complete(request)
+            start = fake.now
+            await adapter.complete(request)
+            await adapter.aclose()
+            return first, start
+        first, start = asyncio.run(two())
+    assert first.meta["ratelimit"]["remaining-tokens"] == "9000"
+    assert start == 0 and fake.sleeps == pytest.approx([2.0])  # waited for the reset, no more

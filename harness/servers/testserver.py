@@ -139,6 +139,7 @@ class Behaviour:
     hang_s: float = 30.0  # how long a "hang" fault stalls (set past the client's timeout)
     retry_after_s: float = 0.1
     require_key: str | None = None  # answer 401 unless `Authorization: Bearer <key>`
+    headers: dict[str, str] | None = None  # sent with every answer (e.g. x-ratelimit-*)
     _rng: random.Random | None = None
 
     def draw_fault(self) -> str | None:
@@ -197,7 +198,8 @@ def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
         stats.answered[key] += 1
         usage = usage_for(key, answer, behaviour.usage_details) if behaviour.usage else None
         tally_usage(stats, usage)
-        return web.json_response(completion(body.get("model", "test"), answer, usage))
+        return web.json_response(completion(body.get("model", "test"), answer, usage),
+                                 headers=behaviour.headers)
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "test", "object": "model"}]})
