@@ -119,8 +119,16 @@ def test_dry_run_sends_nothing_and_estimates_with_the_published_rule(tmp_path):
     low = ubench("run", "--model", "openai/test-model", "--output", str(tmp_path / "low"),
                  "--price-file", str(prices), "--dry-run", "--image-detail", "low",
                  "--limit", "5")
-    assert json.loads((tmp_path / "low" / "estimate.json").read_text())["image_tokens"] == 5 * 85
+    low_estimate = json.loads((tmp_path / "low" / "estimate.json").read_text())
+    assert low_estimate["image_tokens"] == 5 * 85
     assert "5 on" in low.stdout
+    with TestServer("random") as server:  # the run then puts the estimate beside what was reported
+        ubench("run", "--model", "openai/test-model", "--output", str(tmp_path / "low"),
+               "--price-file", str(prices), "--image-detail", "low", "--limit", "5",
+               "--base-url", server.base_url)
+    check = json.loads((tmp_path / "low" / "summary.json").read_text())["estimate_check"]
+    assert check["reported_prompt_tokens_per_request"] == 10  # what the test server reports
+    assert check["estimated_input_tokens_per_request"] == round(low_estimate["input_tokens"] / 5, 1)
 
     unknown = ubench("run", "--model", "vllm/some-model", "--output", str(tmp_path / "u"),
                      "--dry-run")

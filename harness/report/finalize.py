@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.report.results import (
+    ESTIMATE_JSON,
     MANIFEST,
     SUMMARY_JSON,
     SUMMARY_MD,
@@ -18,7 +19,7 @@ from harness.report.tables import summary_markdown
 from harness.score.judge import judge_summary
 from harness.score.pricing import manifest_price
 from harness.score.scoring import summarize
-from harness.score.usage import usage_summary
+from harness.score.usage import estimate_check, usage_summary
 
 
 def finalize(out: Path) -> dict[str, Any]:
@@ -31,6 +32,12 @@ def finalize(out: Path) -> dict[str, Any]:
     if judged := judge_summary(records):
         summary["judge"] = judged
     summary.update(usage_summary(records, manifest_price(manifest)))
+    if (out / ESTIMATE_JSON).exists():
+        try:
+            estimate = read_json(out / ESTIMATE_JSON)
+        except ValueError:
+            estimate = None
+        summary["estimate_check"] = estimate_check(estimate, summary["usage"])
     write_json(out / SUMMARY_JSON, summary)
     write_text(out / SUMMARY_MD, summary_markdown(summary, manifest))
     write_report(out, summary=summary, records=records)

@@ -18,6 +18,7 @@ SAMPLES = "samples.jsonl"
 MANIFEST = "manifest.json"
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
+ESTIMATE_JSON = "estimate.json"  # what `--dry-run` estimated (harness.run.estimate)
 # Fields of the manifest that must match for a run folder to be resumed.
 RESUME_KEYS = ("model", "template", "generation", "dataset", "selection", "image", "judge",
                "options_order", "server")

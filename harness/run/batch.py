@@ -20,9 +20,10 @@ import logging
 import sys
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 import orjson
 
@@ -225,7 +226,7 @@ class BatchRun:
                 print(line, file=sys.stderr, flush=True)
 
     # -- results ------------------------------------------------------------------------------
-    async def collect(self, entry: dict[str, Any], pending: dict[str, dict[str, Any]],
+    async def collect(self, entry: dict[str, Any], pending: Mapping[str, dict[str, Any]],
                       writer: SampleWriter, done: set[str]) -> None:
         """Join a finished batch's output and error lines to their pending records by custom_id."""
         sent = set(_custom_ids(self.folder / entry["name"]))
@@ -278,7 +279,7 @@ class BatchRun:
         return True
 
 
-def join_results(lines: Iterable[bytes], name: str, sent: set[str], pending: dict[str, dict[str, Any]],
+def join_results(lines: Iterable[bytes], name: str, sent: set[str], pending: Mapping[str, dict[str, Any]],
                  writer: SampleWriter, done: set[str], batch_id: str, attempts: int,
                  answered_ids: set[str], failures: dict[str, str]) -> None:
     """Write a record for each answered line of a results file (`{custom_id, response, error}`
@@ -304,7 +305,7 @@ def join_results(lines: Iterable[bytes], name: str, sent: set[str], pending: dic
 
 
 def write_failures(failed: Iterable[str], failures: dict[str, str],
-                   pending: dict[str, dict[str, Any]], writer: SampleWriter, batch_id: str,
+                   pending: Mapping[str, dict[str, Any]], writer: SampleWriter, batch_id: str,
                    attempts: int) -> None:
     """Error records for requests that will not be tried again in a batch."""
     for custom_id in failed:
@@ -351,8 +352,40 @@ def answered_ids(samples: Path) -> set[str]:
         if samples.exists() else set()
 
 
-def pending_records(out: Path) -> dict[str, dict[str, Any]]:
-    return {r["item_id"]: r for r in read_samples(Path(out) / BATCH_DIR / PENDING)}
+class PendingRecords(Mapping):
+    """pending.jsonl by custom_id, read one record at a time: a full run's ~96k records with
+    their prompts would take hundreds of MB as dicts; their offsets take a few MB."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._offsets: dict[str, int] = {}
+        offset = 0
+        with open(self.path, "rb") as f:
+            for line in f:
+                if line.endswith(b"\n"):  # a torn last line was never submitted
+                    try:
+                        self._offsets[orjson.loads(line)["item_id"]] = offset
+                    except (orjson.JSONDecodeError, KeyError, TypeError):
+                        log.warning("%s: unreadable line at byte %d skipped", self.path, offset)
+                offset += len(line)
+        self._file = open(self.path, "rb")
+
+    def __getitem__(self, custom_id: str) -> dict[str, Any]:
+        self._file.seek(self._offsets[custom_id])
+        return orjson.loads(self._file.readline())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._offsets)
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def pending_records(out: Path) -> PendingRecords:
+    return PendingRecords(Path(out) / BATCH_DIR / PENDING)
 
 
 async def run_batches(out: Path, client: Any, options: BatchOptions,
@@ -370,14 +403,17 @@ async def run_batches(out: Path, client: Any, options: BatchOptions,
     if not submit:
         return files
     pending = pending_records(out)
-    for round_ in range(1, ROUNDS + 1):
-        files = [e for e in run.state["files"] if e["round"] == round_]
-        for entry in files:
-            await run.submit(entry)
-        await run.poll()
-        for entry in files:
-            if not entry["collected"]:
-                await run.collect(entry, pending, writer, done)
-        if not run.resubmission(round_):
-            break
+    try:
+        for round_ in range(1, ROUNDS + 1):
+            entries = [e for e in run.state["files"] if e["round"] == round_]
+            for entry in entries:
+                await run.submit(entry)
+            await run.poll()
+            for entry in entries:
+                if not entry["collected"]:
+                    await run.collect(entry, pending, writer, done)
+            if not run.resubmission(round_):
+                break
+    finally:
+        pending.close()
     return files

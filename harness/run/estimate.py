@@ -15,11 +15,9 @@ from harness.adapters.presets import PRESETS
 from harness.data.images import ImageError, image_size, sent_size
 from harness.data.sources import resolve_source
 from harness.prompts import TemplateError, load_template, render
-from harness.report.results import SAMPLES, read_samples, write_json
+from harness.report.results import ESTIMATE_JSON, SAMPLES, read_samples, write_json
 from harness.score.pricing import PricingError, find_price, image_tokens, load_table
 from harness.score.tokens import message_tokens, text_counter
-
-ESTIMATE_JSON = "estimate.json"
 
 
 def image_detail(model_spec: str, detail: str | None) -> str | None:

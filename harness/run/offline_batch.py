@@ -58,6 +58,7 @@ def import_results(out: Path, paths: list[Path]) -> dict[str, Any]:
                 raise BatchError(f"{path}: cannot read the results file ({exc.strerror})") from None
         failed = sorted(failures.keys() - answered - done)
         write_failures(failed, failures, pending, writer, "import", 1)
+    pending.close()
     missing = len(sent - answered - done - set(failed))
     return {"answered": len(answered), "failed": len(failed), "missing": missing,
             "already_done": len(done & sent)}

@@ -86,6 +86,21 @@ def usage_summary(records: Iterable[dict[str, Any]], price: Price | None) -> dic
     }
 
 
+def estimate_check(estimate: Any, usage: dict[str, Any]) -> dict[str, Any] | None:
+    """The --dry-run estimate beside what the server reported, per request: the way to settle
+    which image-token reading (upscale or not) the provider applies."""
+    try:
+        per_request = estimate["input_tokens"] / estimate["requests"]
+        rule = estimate.get("image_token_rule") or {}
+    except (TypeError, KeyError, ZeroDivisionError, AttributeError):
+        return None
+    if not usage["requests"] or usage["requests_without_usage"]:
+        return None
+    return {"estimated_input_tokens_per_request": round(per_request, 1),
+            "reported_prompt_tokens_per_request": round(usage["prompt_tokens"] / usage["requests"], 1),
+            "image_token_rule": rule.get("name"), "upscale_short_side": rule.get("upscale_short_side")}
+
+
 def usage_text(summary: dict[str, Any]) -> str | None:
     """One line for summary.md and the report: requests, tokens, latency, cost."""
     usage = summary.get("usage")
@@ -102,6 +117,10 @@ def usage_text(summary: dict[str, Any]) -> str | None:
     if latency:
         parts.append(f"latency p50 {latency['p50']:.2f} s, p90 {latency['p90']:.2f} s, "
                      f"p99 {latency['p99']:.2f} s")
+    if check := summary.get("estimate_check"):
+        parts.append(f"--dry-run estimated {check['estimated_input_tokens_per_request']:,} input "
+                     f"tokens per request, the server reported "
+                     f"{check['reported_prompt_tokens_per_request']:,}")
     parts.append(cost_text(summary.get("cost_usd"), summary.get("cost_complete", True)))
     return "; ".join(parts) + "."
 
