@@ -116,6 +116,9 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--batch-max-requests", type=click.IntRange(1, 50_000), default=50_000,
               show_default=True, help="With --batch: requests per batch file (the API's limit "
                                       "is 50,000, and 200 MB).")
+@click.option("--batch-online-fallback", is_flag=True,
+              help="With --batch: ask online what the batches could not answer (failed twice, "
+                   "or never answered by an expired batch).")
 @click.option("--reasoning-effort", type=click.Choice(["minimal", "low", "medium", "high"]),
               default=None, help="OpenAI reasoning models (o-series, GPT-5): reasoning_effort.")
 @click.option("--extra-body", default=None, metavar="JSON",

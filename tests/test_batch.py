@@ -65,6 +65,24 @@ def test_batch_run_joins_results_by_custom_id_and_resubmits_failures(tmp_path):
     assert summary["cost_usd"] == pytest.approx(full / 2, abs=1e-6)
 
 
+def test_what_batches_cannot_answer_gets_an_error_record_then_is_asked_online(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--model", "openai/test-model", "--output", str(out), "--batch",
+            "--batch-poll", "0", "--no-progress"]
+    with TestServer("random") as server:
+        server.batches.error_every, server.batches.error_repeat = 10, True
+        ubench(*args, "--base-url", server.base_url)
+        failed = [r for r in read_jsonl(out / "samples.jsonl") if r["error"]]
+        assert len(failed) == 13 and all(r["error"]["type"] == "batch" for r in failed)
+        assert server.stats.requests == 0  # nothing online yet
+        creates = server.batches.counts["creates"]
+        ubench(*args, "--base-url", server.base_url, "--batch-online-fallback")
+        assert server.batches.counts["creates"] == creates  # no batch again
+        assert server.stats.requests == 13  # only the failed ones, online
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n_records"] == 136 and summary["n_errors"] == 0
+
+
 def test_batch_refuses_what_it_cannot_do(tmp_path):
     for extra, message in ((["--max-cost", "5"], "--max-cost limits online requests"),
                            (["--prompt", "official", "--prompt", "cot"], "one template")):

@@ -126,6 +126,7 @@ class RunConfig:
     max_rpm: float | None = None  # pacing and budget (harness.run.pacing)
     max_tpm: float | None = None
     max_cost: float | None = None
+    batch_online_fallback: bool = False  # what the batches could not answer, asked online
     export_batch: bool = False  # with batch: only write the request files (harness.run.offline_batch)
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
@@ -263,7 +264,13 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
             if config.batch:
                 total.close()  # no progress bar to size: the batches report their own counts
                 await _batch(config, _examples(source, config), variants, batch_adapter)
-            else:
+            if config.batch and config.batch_online_fallback and not config.export_batch:
+                for variant in variants:  # what the batches could not answer, asked online
+                    variant.done = {r["item_id"] for r in read_samples(variant.writer.path)
+                                    if not r.get("error")}
+                await _pipeline(config, _examples(source, config), variants, adapter, progress,
+                                asyncio.sleep(0), judge)
+            elif not config.batch:
                 await _pipeline(config, _examples(source, config), variants, adapter, progress,
                                 total, judge)
     except asyncio.CancelledError:

@@ -30,11 +30,13 @@ class BatchService:
     answer: Answer
     hold: bool = False  # batches stay where they are while set
     error_every: int = 0
+    error_repeat: bool = False  # a line drawn to fail fails in every batch, not only the first
     expire_first: int = 0
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     counts: Counter = field(default_factory=Counter)  # uploads, creates, retrieves, lists
     _seen: set = field(default_factory=set)  # custom ids of finished batches
+    _failing: set = field(default_factory=set)  # custom ids drawn to fail
     _ids: Any = field(default_factory=itertools.count)
 
     def _id(self, prefix: str) -> str:
@@ -115,6 +117,9 @@ class BatchService:
         done, failed = [], []
         for i, line in enumerate(lines, 1):
             if self.error_every and i % self.error_every == 0 and line["custom_id"] not in seen:
+                self._failing.add(line["custom_id"])
+            if line["custom_id"] in self._failing and (
+                    self.error_repeat or line["custom_id"] not in seen):
                 failed.append({"id": f"batch_req_{i}", "custom_id": line["custom_id"],
                                "response": {"status_code": 500, "request_id": f"req_{i}",
                                             "body": {"error": {"message": "injected failure"}}},
