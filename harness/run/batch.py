@@ -11,7 +11,8 @@ A batch created but not yet saved (the process killed in between) is found again
 (`ubench_run`, `ubench_file`) in the server's batch list. Results are joined on custom_id (the
 server's order is not the input order) into the same samples.jsonl records as an online run.
 Lines that fail, and lines an expired or failed batch never answered, go once more in a new batch;
-what fails again gets an error record (a re-run without --batch then asks those online).
+what fails again gets an error record (--batch-online-fallback, or a re-run without --batch, then
+asks those online).
 """
 from __future__ import annotations
 
