@@ -28,7 +28,7 @@ def split_spec(spec: str) -> tuple[str, str]:
 def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
                    api_key_env: str | None = None, seed: int | None = 0, timeout: float = 120.0,
                    concurrency: int = 32, image_detail: str | None = None,
-                   batch_size: int = 8) -> Adapter:
+                   batch_size: int = 8, max_response_bytes: int | None = None) -> Adapter:
     """The adapter for `spec`; several base URLs (replicas of one model) give a `PooledAdapter`."""
     provider, model = split_spec(spec)
     base_urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
@@ -39,8 +39,11 @@ def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
 
         replicas = [create_adapter(spec, base_url=url, api_key_env=api_key_env, seed=seed,
                                    timeout=timeout, concurrency=concurrency,
-                                   image_detail=image_detail) for url in base_urls]
-        return PooledAdapter(replicas, base_urls)
+                                   image_detail=image_detail,
+                                   max_response_bytes=max_response_bytes) for url in base_urls]
+        from .redact import redact_url
+
+        return PooledAdapter(replicas, [redact_url(url) for url in base_urls])
     base_url = base_urls[0] if base_urls else None
     if provider == "random":
         from .random_baseline import RandomAdapter
@@ -54,6 +57,7 @@ def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
                              "them with: pip install -e '.[local]'") from None
         return TransformersAdapter(spec, model, batch_size=batch_size)
     from .openai_compat import OpenAICompatAdapter
+    from .reply import MAX_RESPONSE_BYTES
 
     if provider == "openai":
         key_var = api_key_env or "OPENAI_API_KEY"
@@ -68,4 +72,5 @@ def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
         raise ValueError(f"--model {spec!r}: set {key_var} (or --api-key-env NAME), "
                          "or point --base-url at an OpenAI-compatible server")
     return OpenAICompatAdapter(spec, model, base_url=base_url, api_key=api_key, timeout=timeout,
-                               image_detail=detail, concurrency=concurrency)
+                               image_detail=detail, concurrency=concurrency, key_env=key_var,
+                               max_response_bytes=max_response_bytes or MAX_RESPONSE_BYTES)

@@ -20,9 +20,14 @@ import aiohttp
 import orjson
 
 from .base import Adapter, AdapterError, ChatRequest, ChatResponse
+from .redact import redact_text, redact_url
+from .reply import MAX_RESPONSE_BYTES, ReplyError, parse_reply
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-NON_RETRYABLE_STATUS = {400, 401, 403, 404, 422}
+NON_RETRYABLE_STATUS = {400, 401, 403, 404, 413, 422}
+AUTH_STATUS = {401, 403}
+UNREACHABLE_BOUND_S = 10.0  # a server that has never answered and refuses for this long is absent
+_READ_CHUNK = 1 << 16
 _IMAGE_SLOT = f"ubench-image-{uuid.uuid4().hex}"  # where the image's JSON string goes
 _IMAGE_SLOT_JSON = orjson.dumps(_IMAGE_SLOT)
 
@@ -37,13 +42,18 @@ def _json_string(text: str) -> bytes:
 class OpenAICompatAdapter(Adapter):
     def __init__(self, spec: str, model: str, *, base_url: str | None, api_key: str | None,
                  timeout: float = 120.0, image_detail: str | None = "high",
-                 concurrency: int = 32):
+                 concurrency: int = 32, key_env: str | None = None,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES):
         self.spec = spec
         self.model = model
         self.base_url = (base_url or OPENAI_BASE_URL).rstrip("/")
         self.image_detail = image_detail
         self.timeout = timeout
         self._secret = api_key
+        self.key_env = key_env  # named (never the key itself) when the server rejects the key
+        self.max_response_bytes = max_response_bytes
+        self._answered_once = False  # any HTTP reply at all: the server exists
+        self._unreachable_since: float | None = None
         self._endpoint = f"{self.base_url}/chat/completions"
         self._headers = {"Content-Type": "application/json"}
         if api_key:
@@ -52,16 +62,17 @@ class OpenAICompatAdapter(Adapter):
         self._session: aiohttp.ClientSession | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {"spec": self.spec, "model": self.model, "base_url": self.base_url,
+        return {"spec": self.spec, "model": self.model, "base_url": redact_url(self.base_url),
                 "image_detail": self.image_detail, "timeout_s": self.timeout,
                 "transport": f"aiohttp {aiohttp.__version__}"}
 
     def cache_identity(self) -> dict[str, Any]:
-        return {"spec": self.spec, "base_url": f"{self.base_url}/"}  # as the SDK spelled it
+        return {"spec": self.spec, "base_url": f"{redact_url(self.base_url)}/"}  # as the SDK had it
 
     def redact(self, text: str) -> str:
-        """Servers may echo the key in an error message; it never leaves the adapter."""
-        return text.replace(self._secret, "***") if self._secret else text
+        """Servers may echo the key or an auth header, in errors or answers; they never leave the
+        adapter. Always applied to whole texts, before any truncation."""
+        return redact_text(text, self._secret)[0]
 
     def wire_messages(self, messages: list[dict[str, Any]], image_url: str | None,
                       example_images: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -110,45 +121,71 @@ class OpenAICompatAdapter(Adapter):
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         try:
-            return await self._complete(request)
+            response = await self._complete(request)
         except AdapterError as exc:
             exc.message = self.redact(exc.message)
             exc.args = (exc.message,)
             raise
+        response.text, response.redacted = redact_text(response.text, self._secret)
+        return response
 
     async def _complete(self, request: ChatRequest) -> ChatResponse:
         body = self.request_body(request)
         start = time.perf_counter()
         try:
             async with self._client().post(self._endpoint, data=body) as resp:
-                raw = await resp.read()
+                self._answered_once = True
                 status, headers = resp.status, resp.headers
+                raw = await self._read_bounded(resp)
         except asyncio.TimeoutError:  # also aiohttp's ServerTimeoutError
             raise AdapterError("timeout", f"no response within {self.timeout:g} s",
                                retryable=True) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise self._unreachable(exc) from None
         except aiohttp.ClientError as exc:
             raise AdapterError("connection", f"connection failed: {type(exc).__name__}: {exc}",
                                retryable=True) from None
         latency = time.perf_counter() - start
         if status != 200:
-            raise _status_error(status, headers, raw)
+            raise _status_error(status, headers, self.redact(raw.decode("utf-8", "replace")),
+                                self.key_env)
         try:
-            result = orjson.loads(raw)
-            choice = result["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
-            raise AdapterError("bad_response", f"unparseable response body: {raw[:200]!r}",
-                               retryable=True) from None
-        usage = result.get("usage")
-        return ChatResponse(
-            text=text,
-            finish_reason=choice.get("finish_reason"),
-            usage=None if not isinstance(usage, dict) else {
-                "prompt_tokens": usage.get("prompt_tokens"),
-                "completion_tokens": usage.get("completion_tokens"),
-            },
-            latency_s=latency,
-        )
+            reply = parse_reply(raw)
+        except ReplyError as exc:
+            head = self.redact(raw.decode("utf-8", "replace"))[:200]
+            raise AdapterError("bad_response", f"{exc} (body: {head!r})", retryable=True,
+                               reason=exc.reason) from None
+        return ChatResponse(text=reply.text, finish_reason=reply.finish_reason, usage=reply.usage,
+                            latency_s=latency)
+
+    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, read a chunk at a time and cut at `max_response_bytes`: an endless or huge
+        body is that request's error, never the whole process's memory."""
+        limit = self.max_response_bytes
+        if resp.content_length is not None and resp.content_length > limit:
+            raise _too_large(limit, f"announced {resp.content_length} bytes")
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit, "cut off there")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _unreachable(self, exc: aiohttp.ClientConnectorError) -> AdapterError:
+        """A connection that cannot be made. Retried, unless the server has never answered and
+        has been unreachable for UNREACHABLE_BOUND_S: then nothing is listening there."""
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        absent = (not self._answered_once
+                  and now - self._unreachable_since >= UNREACHABLE_BOUND_S)
+        message = f"connection failed: {type(exc).__name__}: {exc}"
+        if absent:
+            message = (f"nothing answers at {redact_url(self.base_url)} (no connection for "
+                       f"{UNREACHABLE_BOUND_S:g} s: {exc.os_error}); start the server or check "
+                       "--base-url")
+        return AdapterError("connection", message, retryable=not absent, fatal=absent)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -156,8 +193,17 @@ class OpenAICompatAdapter(Adapter):
             self._session = None
 
 
-def _status_error(status: int, headers, raw: bytes) -> AdapterError:
+def _too_large(limit: int, what: str) -> AdapterError:
+    return AdapterError("too_large", f"response body larger than --max-response-bytes "
+                        f"{limit} ({what})", retryable=True)
+
+
+def _status_error(status: int, headers, raw: str, key_env: str | None) -> AdapterError:
     message = _server_message(status, raw)
+    if status in AUTH_STATUS:
+        where = f"the key in ${key_env}" if key_env else "the API key (--api-key-env)"
+        return AdapterError("auth", f"{message} (check {where})", retryable=False,
+                            status=status, fatal=True)
     if status == 429:
         return AdapterError("rate_limit", message, retryable=True, status=status,
                             retry_after=_retry_after(headers))
@@ -168,7 +214,8 @@ def _status_error(status: int, headers, raw: bytes) -> AdapterError:
                         status=status)
 
 
-def _server_message(status: int, raw: bytes) -> str:
+def _server_message(status: int, raw: str) -> str:
+    """The server's own message from an error body (already redacted), at most 300 characters."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -176,10 +223,10 @@ def _server_message(status: int, raw: bytes) -> str:
     if isinstance(body, dict):  # OpenAI and vLLM: {"error": {...}}; FastAPI: {"detail": ...}
         err = body.get("error") or body.get("detail") or body
         if isinstance(err, dict) and err.get("message"):
-            return f"HTTP {status}: {err['message']}"
+            return f"HTTP {status}: {str(err['message'])[:300]}"
         if isinstance(err, str):
-            return f"HTTP {status}: {err}"
-    return f"HTTP {status}: {raw[:300].decode('utf-8', 'replace')}"
+            return f"HTTP {status}: {err[:300]}"
+    return f"HTTP {status}: {raw[:300]}"
 
 
 def _retry_after(headers) -> float | None:
