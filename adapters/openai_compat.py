@@ -15,6 +15,7 @@ import time
 import uuid
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -26,7 +27,10 @@ from .reply import MAX_RESPONSE_BYTES, ReplyError, parse_reply
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 NON_RETRYABLE_STATUS = {400, 401, 403, 404, 413, 422}
 AUTH_STATUS = {401, 403}
-UNREACHABLE_BOUND_S = 10.0  # a server that has never answered and refuses for this long is absent
+# A server that has never answered is taken as absent after this many failed connections, or this
+# long unreachable, whichever comes first: the run stops instead of backing off for minutes.
+UNREACHABLE_ATTEMPTS = 8
+UNREACHABLE_BOUND_S = 10.0
 _READ_CHUNK = 1 << 16
 _IMAGE_SLOT = f"ubench-image-{uuid.uuid4().hex}"  # where the image's JSON string goes
 _IMAGE_SLOT_JSON = orjson.dumps(_IMAGE_SLOT)
@@ -50,10 +54,14 @@ class OpenAICompatAdapter(Adapter):
         self.image_detail = image_detail
         self.timeout = timeout
         self._secret = api_key
+        if api_key and "@" in urlsplit(self.base_url).netloc:
+            raise ValueError(f"--base-url {redact_url(self.base_url)} carries credentials and an "
+                             f"API key is set (${key_env}); use one of them")
         self.key_env = key_env  # named (never the key itself) when the server rejects the key
         self.max_response_bytes = max_response_bytes
         self._answered_once = False  # any HTTP reply at all: the server exists
         self._unreachable_since: float | None = None
+        self._unreachable_attempts = 0
         self._endpoint = f"{self.base_url}/chat/completions"
         self._headers = {"Content-Type": "application/json"}
         if api_key:
@@ -174,17 +182,21 @@ class OpenAICompatAdapter(Adapter):
 
     def _unreachable(self, exc: aiohttp.ClientConnectorError) -> AdapterError:
         """A connection that cannot be made. Retried, unless the server has never answered and
-        has been unreachable for UNREACHABLE_BOUND_S: then nothing is listening there."""
+        UNREACHABLE_ATTEMPTS connections failed, or it has been unreachable for
+        UNREACHABLE_BOUND_S: then nothing is listening there."""
         now = time.monotonic()
         if self._unreachable_since is None:
             self._unreachable_since = now
-        absent = (not self._answered_once
-                  and now - self._unreachable_since >= UNREACHABLE_BOUND_S)
+        self._unreachable_attempts += 1
+        absent = not self._answered_once and (
+            self._unreachable_attempts >= UNREACHABLE_ATTEMPTS
+            or now - self._unreachable_since >= UNREACHABLE_BOUND_S)
         message = f"connection failed: {type(exc).__name__}: {exc}"
         if absent:
-            message = (f"nothing answers at {redact_url(self.base_url)} (no connection for "
-                       f"{UNREACHABLE_BOUND_S:g} s: {exc.os_error}); start the server or check "
-                       "--base-url")
+            message = (f"nothing answers at {redact_url(self.base_url)} "
+                       f"({self._unreachable_attempts} connections failed over "
+                       f"{now - self._unreachable_since:.1f} s, none ever answered: "
+                       f"{exc.os_error}); start the server or check --base-url")
         return AdapterError("connection", message, retryable=not absent, fatal=absent)
 
     async def aclose(self) -> None:

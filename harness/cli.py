@@ -321,11 +321,11 @@ def report_cmd(run_dir: Path, max_samples: int, no_thumbnails: bool) -> None:
 
     if not (run_dir / SAMPLES).exists():
         raise Failure(f"{run_dir}: no {SAMPLES} to report on", exit_codes.USAGE)
-    if not (run_dir / SUMMARY_JSON).exists():
-        raise Failure(f"{run_dir}: no {SUMMARY_JSON}; run `ubench score {run_dir}`",
-                      exit_codes.USAGE)
     start = time.perf_counter()
     with _locked(run_dir):
+        if not (run_dir / SUMMARY_JSON).exists():
+            raise Failure(f"{run_dir}: no {SUMMARY_JSON}; run `ubench score {run_dir}`",
+                          exit_codes.USAGE)
         try:
             path = write_report(run_dir, max_samples=max_samples,
                                 with_thumbnails=not no_thumbnails)
@@ -340,7 +340,7 @@ def report_cmd(run_dir: Path, max_samples: int, no_thumbnails: bool) -> None:
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for compare.md/.html/.json (default: the runs' common parent).")
 @click.option("--scorer", type=click.Choice(["robust", "official"]), default="robust",
-              show_default=True)
+              show_default=True, help="Compare under ubench's parser or the paper's scorer.")
 @click.option("--allow-mixed", is_flag=True, help="Compare runs on different dataset revisions.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the bootstrap.")
 def compare_cmd(run_dirs: tuple[Path, ...], output: Path | None, scorer: str, allow_mixed: bool,

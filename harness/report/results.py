@@ -37,8 +37,10 @@ class SampleWriter:
         self._file = open(self.path, "ab", buffering=0)  # unbuffered: nothing waits in Python
 
     def write(self, record: dict[str, Any]) -> None:
+        data = memoryview(orjson.dumps(record, option=_LINE))
         try:
-            self._file.write(orjson.dumps(record, option=_LINE))
+            while data:  # a short write (a disk filling up) is finished, or fails with the reason
+                data = data[self._file.write(data):]
         except OSError as exc:  # a full disk, a size limit: say which file
             raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 

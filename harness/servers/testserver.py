@@ -2,7 +2,8 @@
 
 A real HTTP server (aiohttp) on 127.0.0.1 that answers in configurable styles, with injectable
 latency and faults (429 with Retry-After, 500/503, closed connections, non-JSON 200 bodies, hangs,
-401s) and the misbehaving replies of `harness.servers.hostile`. Run it in-process (`TestServer(...)` as a context manager, in a background thread) or as
+401s) and the misbehaving replies of `harness.servers.hostile`. Run it in-process
+(`TestServer(...)` as a context manager, in a background thread) or as
 `python -m harness.servers.testserver --style random --latency 0.2 --fault-rate 0.25`.
 """
 from __future__ import annotations
