@@ -419,8 +419,12 @@ def study_cmd(study_file: Path, output: Path | None, dry_run: bool, force: bool)
         done = run_study(study, output, force=force, echo=click.echo)
         write_study(study.name, done, study.metric, output, spec=study.spec,
                     seed=study.seeds[0])
-    except (StudyFileError, RunError, DatasetLoadError, CompareError, ValueError) as exc:
+    except RunError as exc:
+        raise Failure(str(exc), exc.exit_code) from None
+    except (StudyFileError, DatasetLoadError, CompareError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise Failure(_os_error(exc)) from None
     except KeyboardInterrupt:
         click.echo(f"Interrupted; every finished answer is saved under {output}; run the same "
                    "command again to resume.", err=True)
