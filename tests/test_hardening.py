@@ -536,6 +536,13 @@ def test_a_rejected_key_stops_at_once_naming_the_variable(tmp_path):
     assert proc.returncode == 3
     assert "stopping: HTTP 401" in proc.stderr and "check the key in $VLLM_API_KEY" in proc.stderr
     assert summary(tmp_path / "r")["errors_by_type"] == {"auth": 1}
+    with TestServer("random", require_key="sk-1") as one, \
+            TestServer("random", require_key="sk-1") as two:  # replicas share the key
+        proc = ubench("run", "--model", "vllm/test", "--base-url", one.base_url, "--base-url",
+                      two.base_url, "--output", str(tmp_path / "pool"), "--concurrency", "1",
+                      "--no-progress", env={"VLLM_API_KEY": FAKE_KEY}, check=False)
+        assert one.stats.requests + two.stats.requests == 1
+    assert proc.returncode == 3 and "check the key in $VLLM_API_KEY" in proc.stderr
 
 
 def test_client_errors_are_never_retried_and_counted_by_class(tmp_path):
