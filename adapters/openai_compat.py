@@ -170,8 +170,10 @@ class OpenAICompatAdapter(Adapter):
         """The body, read a chunk at a time and cut at `max_response_bytes`: an endless or huge
         body is that request's error, never the whole process's memory."""
         limit = self.max_response_bytes
-        if resp.content_length is not None and resp.content_length > limit:
-            raise _too_large(limit, f"announced {resp.content_length} bytes")
+        if resp.content_length is not None:  # aiohttp reads no more than the announced length
+            if resp.content_length > limit:
+                raise _too_large(limit, f"announced {resp.content_length} bytes")
+            return await resp.read()
         chunks, size = [], 0
         async for chunk in resp.content.iter_chunked(_READ_CHUNK):
             size += len(chunk)
