@@ -32,7 +32,8 @@ def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
                    api_key_env: str | None = None, seed: int | None = 0, timeout: float = 120.0,
                    concurrency: int = 32, image_detail: str | None = None,
                    batch_size: int = 8, reasoning_effort: str | None = None,
-                   extra_body: dict | None = None, api_version: str | None = None) -> Adapter:
+                   extra_body: dict | None = None, api_version: str | None = None,
+                   max_response_bytes: int | None = None) -> Adapter:
     """The adapter for `spec`; several base URLs (replicas of one model) give a `PooledAdapter`."""
     provider, model = split_spec(spec)
     base_urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
@@ -44,9 +45,11 @@ def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
         replicas = [create_adapter(spec, base_url=url, api_key_env=api_key_env, seed=seed,
                                    timeout=timeout, concurrency=concurrency,
                                    image_detail=image_detail, reasoning_effort=reasoning_effort,
-                                   extra_body=extra_body, api_version=api_version)
-                    for url in base_urls]
-        return PooledAdapter(replicas, base_urls)
+                                   extra_body=extra_body, api_version=api_version,
+                                   max_response_bytes=max_response_bytes) for url in base_urls]
+        from .redact import redact_url
+
+        return PooledAdapter(replicas, [redact_url(url) for url in base_urls])
     base_url = base_urls[0] if base_urls else None
     if provider == "random":
         from .random_baseline import RandomAdapter
@@ -61,6 +64,7 @@ def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
         return TransformersAdapter(spec, model, batch_size=batch_size)
     from .openai_compat import OpenAICompatAdapter
     from .presets import endpoint, is_reasoning_model
+    from .reply import MAX_RESPONSE_BYTES
 
     preset = PRESETS.get(provider)
     query, auth = "", "bearer"
@@ -86,4 +90,6 @@ def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
     return OpenAICompatAdapter(spec, model, base_url=base_url, api_key=api_key, timeout=timeout,
                                image_detail=detail, concurrency=concurrency, query=query,
                                auth=auth, reasoning=preset is not None and is_reasoning_model(model),
-                               reasoning_effort=reasoning_effort, extra_body=extra_body)
+                               reasoning_effort=reasoning_effort, extra_body=extra_body,
+                               key_env=key_var,
+                               max_response_bytes=max_response_bytes or MAX_RESPONSE_BYTES)

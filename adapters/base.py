@@ -52,24 +52,32 @@ class ChatResponse:
     latency_s: float = 0.0
     attempts: int = 1
     meta: dict[str, Any] = field(default_factory=dict)
+    redacted: bool = False  # the API key (or credentials) in the answer were replaced by a marker
 
 
 class AdapterError(Exception):
     """A failed attempt, typed so the retry policy can decide without knowing the provider."""
 
     def __init__(self, kind: str, message: str, *, retryable: bool, status: int | None = None,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, reason: str | None = None,
+                 fatal: bool = False):
         super().__init__(message)
-        self.kind = kind  # rate_limit | server | connection | timeout | bad_response | client | config
+        # rate_limit | server | connection | timeout | bad_response | too_large | auth | client | config
+        self.kind = kind
         self.message = message
         self.retryable = retryable
         self.status = status
         self.retry_after = retry_after
+        self.reason = reason  # what exactly was wrong, e.g. a bad_response's `null_content`
+        self.fatal = fatal  # no point going on with the run (a rejected key, nothing listening)
         self.attempts = 1
 
     def as_record(self) -> dict[str, Any]:
-        return {"type": self.kind, "status": self.status, "message": self.message,
-                "attempts": self.attempts}
+        record = {"type": self.kind, "status": self.status, "message": self.message,
+                  "attempts": self.attempts}
+        if self.reason:
+            record["reason"] = self.reason
+        return record
 
 
 class Adapter(ABC):

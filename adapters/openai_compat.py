@@ -15,14 +15,23 @@ import time
 import uuid
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
 
 from .base import Adapter, AdapterError, ChatRequest, ChatResponse
+from .redact import redact_text, redact_url
+from .reply import MAX_RESPONSE_BYTES, ReplyError, parse_reply, reply_of
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-NON_RETRYABLE_STATUS = {400, 401, 403, 404, 422}
+NON_RETRYABLE_STATUS = {400, 401, 403, 404, 413, 422}
+AUTH_STATUS = {401, 403}
+# A server that has never answered is taken as absent after this many failed connections, or this
+# long unreachable, whichever comes first: the run stops instead of backing off for minutes.
+UNREACHABLE_ATTEMPTS = 8
+UNREACHABLE_BOUND_S = 10.0
+_READ_CHUNK = 1 << 16
 _IMAGE_SLOT = f"ubench-image-{uuid.uuid4().hex}"  # where the image's JSON string goes
 _IMAGE_SLOT_JSON = orjson.dumps(_IMAGE_SLOT)
 
@@ -39,7 +48,8 @@ class OpenAICompatAdapter(Adapter):
                  timeout: float = 120.0, image_detail: str | None = "high",
                  concurrency: int = 32, query: str = "", auth: str = "bearer",
                  reasoning: bool = False, reasoning_effort: str | None = None,
-                 extra_body: dict[str, Any] | None = None):
+                 extra_body: dict[str, Any] | None = None, key_env: str | None = None,
+                 max_response_bytes: int = MAX_RESPONSE_BYTES):
         self.spec = spec
         self.model = model
         self.base_url = (base_url or OPENAI_BASE_URL).rstrip("/")
@@ -49,6 +59,14 @@ class OpenAICompatAdapter(Adapter):
         self.reasoning_effort = reasoning_effort
         self.extra_body = extra_body or {}
         self._secret = api_key
+        if api_key and "@" in urlsplit(self.base_url).netloc:
+            raise ValueError(f"--base-url {redact_url(self.base_url)} carries credentials and an "
+                             f"API key is set (${key_env}); use one of them")
+        self.key_env = key_env  # named (never the key itself) when the server rejects the key
+        self.max_response_bytes = max_response_bytes
+        self._answered_once = False  # any HTTP reply at all: the server exists
+        self._unreachable_since: float | None = None
+        self._unreachable_attempts = 0
         self._endpoint = f"{self.base_url}/chat/completions" + (f"?{query}" if query else "")
         self._headers = {"Content-Type": "application/json"}
         if api_key and auth == "api-key":  # Azure OpenAI
@@ -59,7 +77,7 @@ class OpenAICompatAdapter(Adapter):
         self._session: aiohttp.ClientSession | None = None
 
     def describe(self) -> dict[str, Any]:
-        described = {"spec": self.spec, "model": self.model, "base_url": self.base_url,
+        described = {"spec": self.spec, "model": self.model, "base_url": redact_url(self.base_url),
                      "image_detail": self.image_detail, "timeout_s": self.timeout,
                      "transport": f"aiohttp {aiohttp.__version__}"}
         return {**described, **self._request_options()}
@@ -77,12 +95,13 @@ class OpenAICompatAdapter(Adapter):
         return options
 
     def cache_identity(self) -> dict[str, Any]:
-        return {"spec": self.spec, "base_url": f"{self.base_url}/",  # as the SDK spelled it
+        return {"spec": self.spec, "base_url": f"{redact_url(self.base_url)}/",  # as the SDK had it
                 **self._request_options()}
 
     def redact(self, text: str) -> str:
-        """Servers may echo the key in an error message; it never leaves the adapter."""
-        return text.replace(self._secret, "***") if self._secret else text
+        """Servers may echo the key or an auth header, in errors or answers; they never leave the
+        adapter. Always applied to whole texts, before any truncation."""
+        return redact_text(text, self._secret)[0]
 
     def wire_messages(self, messages: list[dict[str, Any]], image_url: str | None,
                       example_images: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -146,39 +165,82 @@ class OpenAICompatAdapter(Adapter):
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         try:
-            return await self._complete(request)
+            response = await self._complete(request)
         except AdapterError as exc:
             exc.message = self.redact(exc.message)
             exc.args = (exc.message,)
             raise
+        response.text, response.redacted = redact_text(response.text, self._secret)
+        return response
 
     async def _complete(self, request: ChatRequest) -> ChatResponse:
         body = self.request_body(request)
         start = time.perf_counter()
         try:
             async with self._client().post(self._endpoint, data=body) as resp:
-                raw = await resp.read()
+                self._answered_once = True
                 status, headers = resp.status, resp.headers
+                raw = await self._read_bounded(resp)
         except asyncio.TimeoutError:  # also aiohttp's ServerTimeoutError
             raise AdapterError("timeout", f"no response within {self.timeout:g} s",
                                retryable=True) from None
+        except aiohttp.ClientConnectorError as exc:
+            raise self._unreachable(exc) from None
         except aiohttp.ClientError as exc:
             raise AdapterError("connection", f"connection failed: {type(exc).__name__}: {exc}",
                                retryable=True) from None
         latency = time.perf_counter() - start
         if status != 200:
-            raise _status_error(status, headers, raw)
+            raise _status_error(status, headers, self.redact(raw.decode("utf-8", "replace")),
+                                self.key_env)
         try:
-            result = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            result = None
-        response = chat_response(result, raw)
-        response.latency_s = latency
+            reply = parse_reply(raw)
+        except ReplyError as exc:
+            head = self.redact(raw.decode("utf-8", "replace"))[:200]
+            raise AdapterError("bad_response", f"{exc} (body: {head!r})", retryable=True,
+                               reason=exc.reason) from None
+        response = ChatResponse(text=reply.text, finish_reason=reply.finish_reason,
+                                usage=reply.usage, latency_s=latency)
         limits = {k.lower()[12:]: v for k, v in headers.items()
                   if k.lower().startswith("x-ratelimit-")}
         if limits:  # for --max-rpm/--max-tpm pacing (harness.run.pacing)
             response.meta["ratelimit"] = limits
         return response
+
+    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, read a chunk at a time and cut at `max_response_bytes`: an endless or huge
+        body is that request's error, never the whole process's memory."""
+        limit = self.max_response_bytes
+        if resp.content_length is not None:  # aiohttp reads no more than the announced length
+            if resp.content_length > limit:
+                raise _too_large(limit, f"announced {resp.content_length} bytes")
+            return await resp.read()
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_chunked(_READ_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit, "cut off there")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _unreachable(self, exc: aiohttp.ClientConnectorError) -> AdapterError:
+        """A connection that cannot be made. Retried, unless the server has never answered and
+        UNREACHABLE_ATTEMPTS connections failed, or it has been unreachable for
+        UNREACHABLE_BOUND_S: then nothing is listening there."""
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        self._unreachable_attempts += 1
+        absent = not self._answered_once and (
+            self._unreachable_attempts >= UNREACHABLE_ATTEMPTS
+            or now - self._unreachable_since >= UNREACHABLE_BOUND_S)
+        message = f"connection failed: {type(exc).__name__}: {exc}"
+        if absent:
+            message = (f"nothing answers at {redact_url(self.base_url)} "
+                       f"({self._unreachable_attempts} connections failed over "
+                       f"{now - self._unreachable_since:.1f} s, none ever answered: "
+                       f"{exc.os_error}); start the server or check --base-url")
+        return AdapterError("connection", message, retryable=not absent, fatal=absent)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -187,20 +249,27 @@ class OpenAICompatAdapter(Adapter):
 
 
 def chat_response(result: Any, raw: bytes | str = b"") -> ChatResponse:
-    """A chat-completion object (one reply, or one line of a batch's output) as a ChatResponse."""
+    """A decoded chat-completion object (a batch output line's body) as a ChatResponse, checked
+    as a reply read from the wire is."""
     try:
-        choice = result["choices"][0]
-        text = choice["message"].get("content") or ""
-    except (KeyError, IndexError, TypeError, AttributeError):
-        raise AdapterError("bad_response", f"unparseable response body: {raw[:200]!r}",
-                           retryable=True) from None
-    usage = result.get("usage")
-    return ChatResponse(text=text, finish_reason=choice.get("finish_reason"),
-                        usage=usage if isinstance(usage, dict) else None)  # as the server sent it
+        reply = reply_of(result)
+    except ReplyError as exc:
+        raise AdapterError("bad_response", f"{exc} (body: {raw[:200]!r})", retryable=True,
+                           reason=exc.reason) from None
+    return ChatResponse(text=reply.text, finish_reason=reply.finish_reason, usage=reply.usage)
 
 
-def _status_error(status: int, headers, raw: bytes) -> AdapterError:
+def _too_large(limit: int, what: str) -> AdapterError:
+    return AdapterError("too_large", f"response body larger than --max-response-bytes "
+                        f"{limit} ({what})", retryable=True)
+
+
+def _status_error(status: int, headers, raw: str, key_env: str | None) -> AdapterError:
     message = _server_message(status, raw)
+    if status in AUTH_STATUS:
+        where = f"the key in ${key_env}" if key_env else "the API key (--api-key-env)"
+        return AdapterError("auth", f"{message} (check {where})", retryable=False,
+                            status=status, fatal=True)
     if status == 429:
         return AdapterError("rate_limit", message, retryable=True, status=status,
                             retry_after=_retry_after(headers))
@@ -211,7 +280,8 @@ def _status_error(status: int, headers, raw: bytes) -> AdapterError:
                         status=status)
 
 
-def _server_message(status: int, raw: bytes) -> str:
+def _server_message(status: int, raw: str) -> str:
+    """The server's own message from an error body (already redacted), at most 300 characters."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -219,10 +289,10 @@ def _server_message(status: int, raw: bytes) -> str:
     if isinstance(body, dict):  # OpenAI and vLLM: {"error": {...}}; FastAPI: {"detail": ...}
         err = body.get("error") or body.get("detail") or body
         if isinstance(err, dict) and err.get("message"):
-            return f"HTTP {status}: {err['message']}"
+            return f"HTTP {status}: {str(err['message'])[:300]}"
         if isinstance(err, str):
-            return f"HTTP {status}: {err}"
-    return f"HTTP {status}: {raw[:300].decode('utf-8', 'replace')}"
+            return f"HTTP {status}: {err[:300]}"
+    return f"HTTP {status}: {raw[:300]}"
 
 
 def _retry_after(headers) -> float | None:

@@ -93,6 +93,7 @@ class PooledAdapter(Adapter):
 def _naming(exc: AdapterError, name: str) -> AdapterError:
     """The same classified failure, its message prefixed with the replica it came from."""
     named = AdapterError(exc.kind, f"{name}: {exc.message}", retryable=exc.retryable,
-                         status=exc.status, retry_after=exc.retry_after)
+                         status=exc.status, retry_after=exc.retry_after, reason=exc.reason,
+                         fatal=exc.fatal and exc.kind == "auth")  # one dead replica is not fatal
     named.attempts = exc.attempts
     return named

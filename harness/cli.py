@@ -2,13 +2,64 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import click
 
 from harness import __version__
 from harness.data.items import QUESTION_TYPES
 from harness.data.sources import DatasetLoadError
+from harness.run import exit_codes
+
+
+class Failure(click.ClickException):
+    """One line on stderr and the exit status a script can trust (harness.run.exit_codes)."""
+
+    def __init__(self, message: str, exit_code: int = exit_codes.SOME_ERRORS):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def _base_url(ctx, param, values: tuple[str, ...] | str | None):
+    """An http(s) URL with a host, checked before anything is sent."""
+    from urllib.parse import urlsplit
+
+    for value in (values,) if isinstance(values, str) else values or ():
+        try:
+            url = urlsplit(value)
+            url.port  # noqa: B018 - raises on a malformed port
+        except ValueError as exc:
+            raise click.BadParameter(f"{value!r}: {exc}") from None
+        if url.scheme not in ("http", "https") or not url.hostname or " " in value:
+            raise click.BadParameter(f"{value!r} is not an http(s) URL with a host, e.g. "
+                                     "http://127.0.0.1:8000/v1")
+    return values
+
+
+@contextmanager
+def _locked(*folders: Path) -> Iterator[None]:
+    """Hold the run folders' locks (harness.run.lock); a folder in use is a usage error."""
+    from contextlib import ExitStack
+
+    from harness.run.lock import FolderLocked, folder_lock
+
+    try:
+        with ExitStack() as stack:
+            for folder in dict.fromkeys(folders):
+                stack.enter_context(folder_lock(folder))
+            yield
+    except FolderLocked as exc:
+        raise Failure(str(exc), exit_codes.USAGE) from None
+    except OSError as exc:
+        raise Failure(_os_error(exc)) from None
+
+
+def _os_error(exc: OSError) -> str:
+    """`cannot write PATH: No space left on device`: the path and the reason, no traceback."""
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"cannot write{where}: {exc.strerror or exc}"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -58,12 +109,13 @@ def _shard(text: str | None) -> tuple[int, int] | None:
               help="Built-in template name (see `ubench prompts`) or path to a .yaml file. "
                    "Repeat it for a prompt study: one run per template in OUTPUT/<template>/, "
                    "then OUTPUT/compare.md and compare.html.")
-@click.option("--base-url", multiple=True,
+@click.option("--base-url", multiple=True, callback=_base_url,
               help="OpenAI-compatible server, e.g. http://host:8000/v1. Repeat for replicas of one "
                    "model: requests go to the least busy; a failing one is rested and retried.")
 @click.option("--api-key-env", default=None,
               help="Environment variable holding the API key (default OPENAI_API_KEY / VLLM_API_KEY).")
-@click.option("--datasets", "datasets_", multiple=True, help="Only these source datasets (comma list).")
+@click.option("--datasets", "datasets_", multiple=True,
+              help="Only these source datasets (comma list); unknown names are refused.")
 @click.option("--question-types", multiple=True,
               help=f"Only these question types (comma list of {', '.join(QUESTION_TYPES)}).")
 @click.option("--include-excluded", is_flag=True,
@@ -71,27 +123,39 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N items.")
 @click.option("--shard", default=None, metavar="K/N",
               help="Run only slice K of N (split by image); combine with `ubench merge`.")
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Requests in flight at once.")
 @click.option("--adaptive-concurrency", is_flag=True,
               help="Grow while latency stays flat, back off on 429s and timeouts "
                    "(--concurrency is the ceiling).")
-@click.option("--temperature", type=float, default=0.0, show_default=True)
-@click.option("--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True)
-@click.option("--top-p", type=float, default=None)
+@click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Sampling temperature (>= 0).")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Most tokens the model may generate per answer.")
+@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+              help="Nucleus sampling, in (0, 1] (default: the server's).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the request, the random baseline and the bootstrap.")
-@click.option("--timeout", type=float, default=120.0, show_default=True,
-              help="Per-request timeout in seconds.")
-@click.option("--max-attempts", type=click.IntRange(min=1), default=6, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
+              show_default=True, help="Per-request timeout in seconds (> 0).")
+@click.option("--max-attempts", type=click.IntRange(min=1), default=6, show_default=True,
+              help="Attempts per request (429, 5xx, timeouts and bad replies are retried).")
+@click.option("--max-response-bytes", type=click.IntRange(min=1024), default=8 * 1024 * 1024,
+              show_default=True, help="A reply body larger than this is that item's error "
+                                      "(read in chunks, cut at the limit).")
 @click.option("--image-format", type=click.Choice(["auto", "png", "jpeg"]), default="auto",
               show_default=True, help="auto sends PNG/JPEG as stored, anything else as PNG.")
 @click.option("--max-image-pixels", type=click.IntRange(min=1), default=None,
               help="Downscale larger images to this many pixels (default: never).")
+@click.option("--max-image-side", type=click.IntRange(min=0), default=2048, show_default=True,
+              help="Downscale images whose long side is larger (OpenAI's detail=high limit); "
+                   "0 = never. Recorded in the manifest and on each resized record.")
 @click.option("--image-detail", type=click.Choice(["high", "low", "auto"]), default=None,
               help="OpenAI image detail (default high for openai/, unset for vllm/).")
 @click.option("--judge", default=None, metavar="MODEL",
               help="LLM judge (provider/model) asked only about responses the parser finds invalid.")
-@click.option("--judge-base-url", default=None, help="OpenAI-compatible server of the judge.")
+@click.option("--judge-base-url", default=None, callback=_base_url,
+              help="OpenAI-compatible server of the judge.")
 @click.option("--shuffle-options", type=int, default=None, metavar="SEED",
               help="Show each item's options in a random order, seeded by SEED and the item id.")
 @click.option("--circular", is_flag=True,
@@ -106,7 +170,8 @@ def _shard(text: str | None) -> tuple[int, int] | None:
                    "\"--tensor-parallel-size 2 --max-model-len 8192\".")
 @click.option("--vllm-python", default=None, metavar="PYTHON",
               help="With --serve: the Python of an environment that has vllm (default: this one).")
-@click.option("--serve-timeout", type=float, default=900.0, show_default=True,
+@click.option("--serve-timeout", type=click.FloatRange(min=0, min_open=True), default=900.0,
+              show_default=True,
               help="With --serve: seconds to wait for the server to become healthy.")
 @click.option("--batch", is_flag=True,
               help="Send the requests through the OpenAI Batch API (half price, results within "
@@ -150,11 +215,16 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, datasets_,
             question_types, include_excluded, limit, shard, concurrency, adaptive_concurrency,
-            temperature, max_tokens, top_p, seed, timeout, max_attempts, image_format,
-            max_image_pixels, image_detail, judge, judge_base_url, shuffle_options, circular,
-            batch_size, serve, vllm_args, vllm_python, serve_timeout, force, no_cache,
-            no_progress, **hosted) -> None:
-    """Evaluate MODEL on uBench and write samples.jsonl, manifest.json, summaries and the report."""
+            temperature, max_tokens, top_p, seed, timeout, max_attempts, max_response_bytes,
+            image_format, max_image_pixels, max_image_side, image_detail, judge, judge_base_url,
+            shuffle_options, circular, batch_size, serve, vllm_args, vllm_python, serve_timeout,
+            force, no_cache, no_progress, **hosted) -> None:
+    """Evaluate MODEL on uBench and write samples.jsonl, manifest.json, summaries and the report.
+
+    Exit status: 0 every selected item has an answer; 1 the run ended but some items are errors
+    (a re-run retries them), or its folder could not be written; 2 usage or input error, nothing
+    sent; 3 no item could be answered.
+    """
     # hosted-API options (cost, batches, limits, provider parameters)
     dry_run, export_batch = hosted.pop("dry_run"), hosted.pop("export_batch")
     hosted["extra_body"] = _json_object(hosted["extra_body"], "--extra-body")
@@ -177,7 +247,9 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
         include_excluded=include_excluded, shard=_shard(shard), concurrency=concurrency,
         adaptive_concurrency=adaptive_concurrency, temperature=temperature,
         max_tokens=max_tokens, top_p=top_p, seed=seed, timeout=timeout,
-        max_attempts=max_attempts, image_format=image_format, max_pixels=max_image_pixels,
+        max_attempts=max_attempts, max_response_bytes=max_response_bytes,
+        image_format=image_format, max_pixels=max_image_pixels,
+        max_image_side=max_image_side or None,
         image_detail=image_detail, shuffle_options=shuffle_options, circular=circular,
         force=force, use_cache=not no_cache, progress=not no_progress, judge=judge,
         judge_base_url=judge_base_url, batch_size=batch_size, serve=serve, vllm_args=vllm_args,
@@ -191,9 +263,14 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
         if len(prompts) == 1:
             summary = run(config)
         else:
-            folders = [output / name for name in run_prompts(config, list(prompts))]
-    except (RunError, DatasetLoadError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+            summaries = run_prompts(config, list(prompts))
+            folders = [output / name for name in summaries]
+    except RunError as exc:
+        raise Failure(str(exc), exc.exit_code) from None
+    except (DatasetLoadError, ValueError) as exc:
+        raise Failure(str(exc)) from None
+    except OSError as exc:  # the output folder: read-only, full, or over a size limit
+        raise Failure(_os_error(exc)) from None
     except KeyboardInterrupt:
         sys.exit(130)
     if export_batch:
@@ -201,7 +278,7 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
     if len(prompts) == 1:
         click.echo(summary_markdown(summary, read_json(output / MANIFEST)))
         click.echo(f"Results written to {output}/ (open {output / REPORT_HTML})")
-        return
+        sys.exit(exit_codes.for_summaries([summary]))
     try:
         result = compare(folders, seed=seed)
     except CompareError as exc:
@@ -210,6 +287,7 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
     click.echo(compare_markdown(result))
     click.echo(f"Runs written to {', '.join(f'{f}/' for f in folders)}; comparison in "
                f"{output}/compare.md and compare.html")
+    sys.exit(exit_codes.for_summaries(summaries.values()))
 
 
 def _dry_run(config, prompts: list[str]) -> None:
@@ -232,12 +310,20 @@ def _dry_run(config, prompts: list[str]) -> None:
 def score_cmd(run_dir: Path) -> None:
     """Recompute the summaries and the report of RUN_DIR from samples.jsonl alone."""
     from harness.report.finalize import finalize
-    from harness.report.results import MANIFEST, SAMPLES, read_json
+    from harness.report.results import MANIFEST, SAMPLES, SamplesError, check_samples, read_json
     from harness.report.tables import summary_markdown
 
     if not (run_dir / SAMPLES).exists():
-        raise click.ClickException(f"{run_dir}: no {SAMPLES} to score")
-    summary = finalize(run_dir)
+        raise Failure(f"{run_dir}: no {SAMPLES} to score", exit_codes.USAGE)
+    try:
+        check_samples(run_dir / SAMPLES)
+    except SamplesError as exc:
+        raise Failure(str(exc), exit_codes.USAGE) from None
+    with _locked(run_dir):
+        try:
+            summary = finalize(run_dir)
+        except OSError as exc:
+            raise Failure(_os_error(exc)) from None
     manifest = read_json(run_dir / MANIFEST) if (run_dir / MANIFEST).exists() else None
     click.echo(summary_markdown(summary, manifest))
 
@@ -284,7 +370,8 @@ def cache_clear() -> None:
     """Delete every cached response."""
     from harness.run.cache import ResponseCache
 
-    n = ResponseCache().clear()
+    cache = ResponseCache()  # a corrupt file is moved aside (and said so), then this one cleared
+    n = cache.clear()
     click.echo(f"deleted {n} cached responses")
 
 
@@ -306,6 +393,9 @@ def extract_cmd(source: Path, target: Path, judge: str | None, judge_base_url: s
     from harness.score.extract import ExtractError, extract_file, summary_text
     from harness.score.judge import build_judge
 
+    if target.exists() and source.exists() and target.resolve() == source.resolve():
+        raise Failure(f"--output {target} is the --input file; write to another file",
+                      exit_codes.USAGE)
     try:
         judged = build_judge(judge, base_url=judge_base_url) if judge else None
     except ValueError as exc:
@@ -329,11 +419,17 @@ def report_cmd(run_dir: Path, max_samples: int, no_thumbnails: bool) -> None:
     from harness.report.run_report import write_report
 
     if not (run_dir / SAMPLES).exists():
-        raise click.ClickException(f"{run_dir}: no {SAMPLES} to report on")
-    if not (run_dir / SUMMARY_JSON).exists():
-        raise click.ClickException(f"{run_dir}: no {SUMMARY_JSON}; run `ubench score {run_dir}`")
+        raise Failure(f"{run_dir}: no {SAMPLES} to report on", exit_codes.USAGE)
     start = time.perf_counter()
-    path = write_report(run_dir, max_samples=max_samples, with_thumbnails=not no_thumbnails)
+    with _locked(run_dir):
+        if not (run_dir / SUMMARY_JSON).exists():
+            raise Failure(f"{run_dir}: no {SUMMARY_JSON}; run `ubench score {run_dir}`",
+                          exit_codes.USAGE)
+        try:
+            path = write_report(run_dir, max_samples=max_samples,
+                                with_thumbnails=not no_thumbnails)
+        except OSError as exc:
+            raise Failure(_os_error(exc)) from None
     click.echo(f"Report written to {path} ({time.perf_counter() - start:.1f} s)")
 
 
@@ -343,7 +439,7 @@ def report_cmd(run_dir: Path, max_samples: int, no_thumbnails: bool) -> None:
 @click.option("--output", "-o", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for compare.md/.html/.json (default: the runs' common parent).")
 @click.option("--scorer", type=click.Choice(["robust", "official"]), default="robust",
-              show_default=True)
+              show_default=True, help="Compare under ubench's parser or the paper's scorer.")
 @click.option("--allow-mixed", is_flag=True, help="Compare runs on different dataset revisions.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for the bootstrap.")
 def compare_cmd(run_dirs: tuple[Path, ...], output: Path | None, scorer: str, allow_mixed: bool,
@@ -374,10 +470,15 @@ def merge_cmd(run_dirs: tuple[Path, ...], output: Path) -> None:
     from harness.report.results import MANIFEST, read_json
     from harness.report.tables import summary_markdown
 
-    try:
-        summary = merge_runs(list(run_dirs), output)
-    except (MergeError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from None
+    if output.exists() and not output.is_dir():
+        raise Failure(f"--output {output}: is a file, not a folder", exit_codes.USAGE)
+    with _locked(*run_dirs, output):
+        try:
+            summary = merge_runs(list(run_dirs), output)
+        except (MergeError, ValueError) as exc:
+            raise Failure(str(exc), exit_codes.USAGE) from None
+        except OSError as exc:
+            raise Failure(_os_error(exc)) from None
     click.echo(summary_markdown(summary, read_json(output / MANIFEST)))
     click.echo(f"Merged {len(run_dirs)} shards into {output}/")
 
@@ -417,8 +518,12 @@ def study_cmd(study_file: Path, output: Path | None, dry_run: bool, force: bool)
         done = run_study(study, output, force=force, echo=click.echo)
         write_study(study.name, done, study.metric, output, spec=study.spec,
                     seed=study.seeds[0])
-    except (StudyFileError, RunError, DatasetLoadError, CompareError, ValueError) as exc:
+    except RunError as exc:
+        raise Failure(str(exc), exc.exit_code) from None
+    except (StudyFileError, DatasetLoadError, CompareError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise Failure(_os_error(exc)) from None
     except KeyboardInterrupt:
         click.echo(f"Interrupted; every finished answer is saved under {output}; run the same "
                    "command again to resume.", err=True)

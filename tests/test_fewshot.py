@@ -27,9 +27,9 @@ def few_shot_template(folder: Path, name: str = "shots", **examples) -> Path:
     return path
 
 
-def run_few_shot(server, template: Path, out: Path, *extra: str):
+def run_few_shot(server, template: Path, out: Path, *extra: str, check: bool = True):
     return ubench("run", "--model", "openai/m", "--base-url", server.base_url, "--prompt",
-                  str(template), "--output", str(out), "--no-progress", *extra)
+                  str(template), "--output", str(out), "--no-progress", *extra, check=check)
 
 
 def examples_by_item(folder: Path) -> dict[str, list[str]]:
@@ -91,8 +91,10 @@ def test_too_few_eligible_examples_is_an_error_record_per_item(tmp_path):
     # one source dataset, examples from other datasets only: nothing is eligible
     template = few_shot_template(tmp_path, exclude_same_dataset=True)
     with TestServer("first") as server:
-        run_few_shot(server, template, tmp_path / "run", "--datasets", "kather_et_al_2016")
+        proc = run_few_shot(server, template, tmp_path / "run", "--datasets",
+                            "kather_et_al_2016", check=False)
         assert server.stats.requests == 0
+    assert proc.returncode == 3  # no item could be answered
     records = read_jsonl(tmp_path / "run" / "samples.jsonl")
     assert records and all(r["error"]["field"] == "examples" for r in records)
     assert "eligible example" in records[0]["error"]["message"]

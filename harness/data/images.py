@@ -1,7 +1,10 @@
 """Encode an image once into the data URL every question about it reuses.
 
-PNG and JPEG bytes are sent as stored (no silent re-encoding or downscaling); other formats are
-converted to PNG. `max_pixels` downscales only when the user asks, and the record says so.
+PNG and JPEG bytes are sent as stored; other formats are converted to PNG. Images whose long
+side is above `max_side` (default 2048 px, the most any supported provider looks at: OpenAI's
+`detail=high`) are downscaled to it, as the provider would do anyway; `max_pixels` downscales
+further only when the user asks. The record says when an image was resized, and from what size.
+A decompression bomb (Pillow's limit, ~179 megapixels) is refused like any unreadable image.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from PIL import Image as PILImage
 
 FORMATS = ("auto", "png", "jpeg")
+MAX_SIDE = 2048
 _MIME = {"PNG": "image/png", "JPEG": "image/jpeg"}
 
 
@@ -29,22 +33,32 @@ class EncodedImage:
     height: int
     resized: bool
     url_sha256: str  # of `data_url`: what the response cache's key holds for the image
+    original_size: tuple[int, int] | None = None  # (width, height) as stored, when resized
 
     def describe(self) -> dict:
         """What the per-sample log records about the image (never the base64 payload)."""
-        return {"mime": self.mime, "sha256": self.sha256, "width": self.width,
-                "height": self.height, "resized": self.resized}
+        out = {"mime": self.mime, "sha256": self.sha256, "width": self.width,
+               "height": self.height, "resized": self.resized}
+        if self.original_size:
+            out["original_size"] = list(self.original_size)
+        return out
 
     @property
     def raw_bytes(self) -> bytes:
         return base64.b64decode(self.data_url.split(",", 1)[1])
 
 
-def sent_size(width: int, height: int, max_pixels: int | None) -> tuple[int, int]:
-    """The size an image is sent at: as stored, or shrunk to `max_pixels` when the user asked."""
-    if max_pixels is None or width * height <= max_pixels:
+def sent_size(width: int, height: int, max_pixels: int | None,
+              max_side: int | None = MAX_SIDE) -> tuple[int, int]:
+    """The size an image is sent at: as stored, or shrunk to fit `max_pixels` (when the user
+    asked) and the long-side ceiling `max_side`."""
+    scale = 1.0
+    if max_side and max(width, height) > max_side:
+        scale = max_side / max(width, height)
+    if max_pixels is not None and width * height * scale * scale > max_pixels:
+        scale = (max_pixels / (width * height)) ** 0.5
+    if scale >= 1.0:
         return width, height
-    scale = (max_pixels / (width * height)) ** 0.5
     return max(1, int(width * scale)), max(1, int(height * scale))
 
 
@@ -60,7 +74,7 @@ def image_size(raw: bytes | None) -> tuple[int, int]:
 
 
 def encode_image(raw: bytes | None, *, image_format: str = "auto",
-                 max_pixels: int | None = None) -> EncodedImage:
+                 max_pixels: int | None = None, max_side: int | None = MAX_SIDE) -> EncodedImage:
     """Validate and encode image bytes as a base64 data URL."""
     if not raw:
         raise ImageError("image bytes are missing or empty")
@@ -75,13 +89,15 @@ def encode_image(raw: bytes | None, *, image_format: str = "auto",
         target = src_format if image_format == "auto" else image_format.upper()
         if target not in _MIME:
             target = "PNG"
-        too_big = max_pixels is not None and width * height > max_pixels
+        stored = (width, height)
+        size = sent_size(width, height, max_pixels, max_side)
+        too_big = size != stored
         if target == src_format and not too_big:
             payload = raw
         else:
             img.load()
             if too_big:
-                img = img.resize(sent_size(width, height, max_pixels), PILImage.Resampling.LANCZOS)
+                img = img.resize(size, PILImage.Resampling.LANCZOS, reducing_gap=3.0)
             if target == "JPEG" and img.mode not in ("RGB", "L"):
                 img = img.convert("RGB")
             buf = io.BytesIO()
@@ -102,4 +118,5 @@ def encode_image(raw: bytes | None, *, image_format: str = "auto",
         height=height,
         resized=too_big,
         url_sha256=hashlib.sha256(data_url.encode("ascii")).hexdigest(),
+        original_size=stored if too_big else None,
     )

@@ -59,6 +59,31 @@ def _local_fingerprint(path: Path) -> str:
     return f"local-sha256:{h.hexdigest()[:16]}"
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def check_hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> None:
+    """Fail in one line, within seconds, when the Hub cannot be reached: `datasets` would retry
+    for half a minute and print every attempt."""
+    import os
+    import socket
+    from urllib.parse import urlsplit
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            raise DatasetLoadError(f"--dataset hub streams from the Hugging Face Hub, but {var} is "
+                                   "set (offline); unset it, or pass a local copy as --dataset PATH")
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    url = urlsplit(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname or "", port), timeout=timeout).close()
+    except OSError as exc:
+        raise DatasetLoadError(f"--dataset hub: cannot reach the Hugging Face Hub at {endpoint} "
+                               f"({exc.strerror or exc}); check the network, or pass a local copy "
+                               "as --dataset PATH") from None
+
+
 COUNT_COLUMNS = ["image_id", "dataset", "stain", "questions"]
 
 

@@ -22,6 +22,7 @@ from harness.report.results import (
     resume_view,
     write_json,
 )
+from harness.run.lock import LOCK_NAME
 
 
 class MergeError(Exception):
@@ -42,7 +43,7 @@ def merge_runs(dirs: list[Path], output: Path) -> dict[str, Any]:
     """Merge shard run folders into `output` (new or empty) and return its summary."""
     dirs = [Path(d) for d in dirs]
     output = Path(output)
-    if output.exists() and any(output.iterdir()):
+    if output.exists() and any(p.name != LOCK_NAME for p in output.iterdir()):
         raise MergeError(f"{output} is not empty; choose a new --output")
     manifests = [_manifest(d) for d in dirs]
     shards = _check_shards(dirs, manifests)

@@ -38,7 +38,12 @@ class SampleWriter:
         self._file = open(self.path, "ab", buffering=0)  # unbuffered: nothing waits in Python
 
     def write(self, record: dict[str, Any]) -> None:
-        self._file.write(orjson.dumps(record, option=_LINE))
+        data = memoryview(orjson.dumps(record, option=_LINE))
+        try:
+            while data:  # a short write (a disk filling up) is finished, or fails with the reason
+                data = data[self._file.write(data):]
+        except OSError as exc:  # a full disk, a size limit: say which file
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
     def sync(self) -> None:
         """Force what was written to disk (the runner calls it every second, off its event loop)."""
@@ -46,6 +51,8 @@ class SampleWriter:
             os.fsync(self._file.fileno())
         except ValueError:  # closed meanwhile (the timer runs in a thread); close() synced it
             pass
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
     def close(self) -> None:
         if not self._file.closed:
@@ -87,6 +94,32 @@ def read_samples(path: Path) -> Iterator[dict[str, Any]]:
                 import sys
 
                 print(f"warning: {path}:{lineno}: unreadable record skipped", file=sys.stderr)
+
+
+REQUIRED_FIELDS = ("item_id", "image_id", "dataset", "question_type", "options")
+SCORED_FIELDS = ("correct", "correct_official", "rule")  # in every record without an error
+
+
+class SamplesError(ValueError):
+    """A samples.jsonl that cannot be scored; the message names the line and the field."""
+
+
+def check_samples(path: Path) -> None:
+    """Every readable record has the fields scoring needs (a torn line is skipped as on read)."""
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.endswith(b"\n") or not line.strip():
+                continue
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # reported and skipped when read
+            if not isinstance(record, dict):
+                raise SamplesError(f"{path}:{lineno}: not a JSON object")
+            needed = REQUIRED_FIELDS + (() if record.get("error") else SCORED_FIELDS)
+            missing = [k for k in needed if k not in record]
+            if missing:
+                raise SamplesError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
 
 
 def write_json(path: Path, data: Any) -> None:

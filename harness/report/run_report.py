@@ -255,7 +255,7 @@ def _thumbnail_or_none(entry: tuple[str, bytes | None]) -> tuple[str, str | None
     image_id, raw = entry
     try:
         return image_id, _thumbnail(raw)
-    except (OSError, ValueError):  # an unreadable image keeps its placeholder
+    except Exception:  # unreadable, or a decompression bomb: this one keeps its placeholder
         return image_id, None
 
 
@@ -295,10 +295,12 @@ def html_page(title: str, body: str, script: str = "") -> str:
 def group_label(name: str) -> str:
     """`dataset/kather_et_al_2016/fine` → `kather_et_al_2016 · fine`; `question_type/stain` →
     `stain`."""
-    parts = name.split("/")
-    if parts[0] == "question_type":
-        return parts[1]
-    return " · ".join(parts[1:]) if parts[0] == "dataset" else " ".join(parts)
+    head, _, rest = name.partition("/")
+    if head == "question_type":
+        return rest
+    if head == "dataset":  # the dataset's name may itself hold a "/"
+        return " · ".join(rest.rsplit("/", 1))
+    return " ".join(name.split("/"))
 
 
 def table(head: list[str], rows: list[list[str]], cls: str = "",

@@ -64,14 +64,14 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
     lines += ["", "Clustered by image (robust scorer): coarse "
               f"{fmt(chance.get('coarse'), True)}, fine {fmt(chance.get('fine'), True)}.", ""]
 
-    datasets = sorted({name.split("/")[1] for name in chance if name.startswith("dataset/")})
+    datasets = sorted({dataset_of(name) for name in chance if name.startswith("dataset/")})
     lines += ["## Per dataset", "",
               "| dataset | fine n | fine official | fine robust | coarse n | coarse official | "
               "coarse robust |", "|---|---|---|---|---|---|---|"]
     off = summary["scorers"]["official"]
     for ds in datasets:
         f, c = f"dataset/{ds}/fine", f"dataset/{ds}/coarse"
-        lines.append(f"| {ds} | {chance.get(f, {}).get('n', 0)} | {fmt(off.get(f))} | "
+        lines.append(f"| {md_cell(ds)} | {chance.get(f, {}).get('n', 0)} | {fmt(off.get(f))} | "
                      f"{fmt(chance.get(f))} | {chance.get(c, {}).get('n', 0)} | {fmt(off.get(c))} | "
                      f"{fmt(chance.get(c))} |")
     if summary.get("circular"):
@@ -90,10 +90,24 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
     if summary["errors_by_type"]:
         lines += ["", "## Errors (not scored)", "", "| type | n |", "|---|---|"]
         lines += [f"| {t} | {n} |" for t, n in summary["errors_by_type"].items()]
+    if cut := summary.get("finish_reasons"):
+        lines += ["", "Answers that did not end normally (scored as they are): " + ", ".join(
+            f"{md_cell(k)}: {n}" for k, n in cut.items()) + "."]
     if summary.get("bad_input_by_field"):
         lines += ["", "Skipped for bad input, by field: " + ", ".join(
             f"{f}: {n}" for f, n in summary["bad_input_by_field"].items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def dataset_of(group: str) -> str:
+    """`dataset/<name>/fine` → `<name>`, whatever the name holds (a `/` included)."""
+    return group.split("/", 1)[1].rsplit("/", 1)[0]
+
+
+def md_cell(text: str) -> str:
+    """Text safe inside a Markdown table cell: pipes, backslashes, HTML and newlines escaped."""
+    return (str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
+            .replace("\n", " "))
 
 
 def pct(value: float | None) -> str:

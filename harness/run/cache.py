@@ -6,19 +6,34 @@ encoded), and the generation parameters (seed included). SQLite in WAL mode. Ans
 in one transaction at most `commit_every_s` apart (a commit per answer cost more CPU than the rest
 of the harness's work on it) and on close; a crash loses at most that last second of the cache,
 never a record: the run's samples.jsonl has them.
+
+A damaged cache never stops a run: one that cannot be opened or read is moved aside
+(`responses.sqlite.corrupt-<time>`) and a fresh one used; one that cannot be written (a full disk)
+is switched off for the rest of the run. Each says so once, on stderr and in run.log.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from harness.adapters.base import Adapter, ChatRequest, ChatResponse
+from harness.adapters.reply import valid_cached
+
+log = logging.getLogger("ubench")
+
+
+def warn(message: str) -> None:
+    """One line on stderr and in run.log."""
+    print(f"warning: {message}", file=sys.stderr)
+    log.warning(message)
 
 
 def default_cache_dir() -> Path:
@@ -48,38 +63,86 @@ class ResponseCache:
         self._pending: dict[str, str] = {}  # answers not committed yet
         self._commit_every_s = commit_every_s
         self._last_commit = time.monotonic()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, "
-                         "response TEXT NOT NULL, created REAL NOT NULL)")
+        self.disabled = False  # set when a write failed: the run goes on without the cache
+        self.moved_aside: Path | None = None
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            self.moved_aside = self._move_aside(exc)
+            self._db = self._open()
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, "
+                       "response TEXT NOT NULL, created REAL NOT NULL)")
+            db.execute("SELECT key, response FROM responses LIMIT 1").fetchall()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        return db
+
+    def _move_aside(self, exc: Exception) -> Path:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            part = self.path.with_name(self.path.name + suffix)
+            if part.exists():
+                os.replace(part, aside.with_name(aside.name + suffix))
+        warn(f"the response cache {self.path} cannot be read ({exc}); moved it aside to "
+             f"{aside} and started a fresh one")
+        return aside
 
     def get(self, key: str) -> dict[str, Any] | None:
+        if self.disabled:
+            return None
         with self._lock:
             text = self._pending.get(key)
             if text is None:
-                row = self._db.execute("SELECT response FROM responses WHERE key = ?",
-                                       (key,)).fetchone()
+                try:
+                    row = self._db.execute("SELECT response FROM responses WHERE key = ?",
+                                           (key,)).fetchone()
+                except sqlite3.DatabaseError as exc:
+                    self._disable(f"cannot be read ({exc})")
+                    return None
                 text = row[0] if row else None
-        return json.loads(text) if text is not None else None
+        try:
+            return json.loads(text) if text is not None else None
+        except ValueError:
+            return None  # a damaged entry: asked again, and replaced
 
     def put(self, key: str, response: dict[str, Any]) -> None:
+        if self.disabled:
+            return
         with self._lock:
             self._pending[key] = json.dumps(response)
         if time.monotonic() - self._last_commit >= self._commit_every_s:
             self.commit()
 
     def commit(self) -> None:
-        """Write the pending answers in one transaction."""
+        """Write the pending answers in one transaction; a failure switches the cache off."""
         with self._lock:
             rows, self._pending = self._pending, {}
             self._last_commit = time.monotonic()
-            if rows:
+            if rows and not self.disabled:
                 now = time.time()
-                self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
-                                     [(k, v, now) for k, v in rows.items()])
-                self._db.execute("COMMIT")
+                try:
+                    self._db.execute("BEGIN")
+                    self._db.executemany("INSERT OR REPLACE INTO responses VALUES (?, ?, ?)",
+                                         [(k, v, now) for k, v in rows.items()])
+                    self._db.execute("COMMIT")
+                except (sqlite3.Error, OSError) as exc:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    self._disable(f"cannot be written ({exc})")
+
+    def _disable(self, why: str) -> None:
+        """Called with the lock held. Answers are in samples.jsonl either way."""
+        if not self.disabled:
+            self.disabled = True
+            self._pending = {}
+            warn(f"the response cache {self.path} {why}; going on without it for this run")
 
     def info(self) -> dict[str, Any]:
         self.commit()
@@ -98,7 +161,10 @@ class ResponseCache:
 
     def close(self) -> None:
         self.commit()
-        self._db.close()
+        try:
+            self._db.close()
+        except sqlite3.Error:
+            pass
 
 
 class CachedAdapter(Adapter):
@@ -117,14 +183,16 @@ class CachedAdapter(Adapter):
     async def complete(self, request: ChatRequest) -> ChatResponse:
         key = request_key(self.identity, request)
         hit = self.cache.get(key)
-        if hit is not None:
+        if hit is not None and valid_cached(hit):
             self.hits += 1
             return ChatResponse(text=hit["text"], finish_reason=hit["finish_reason"],
                                 usage=hit["usage"], latency_s=hit["latency_s"], attempts=0,
-                                meta={"cache": "hit", "cache_key": key})
+                                meta={"cache": "hit", "cache_key": key},
+                                redacted=bool(hit.get("redacted")))
         response = await self.inner.complete(request)
         self.cache.put(key, {"text": response.text, "finish_reason": response.finish_reason,
-                             "usage": response.usage, "latency_s": response.latency_s})
+                             "usage": response.usage, "latency_s": response.latency_s,
+                             "redacted": response.redacted})
         response.meta.update({"cache": "miss", "cache_key": key})
         return response
 

@@ -60,7 +60,8 @@ def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:
         try:
             if example.image_problem:
                 raise ImageError(example.image_problem)
-            width, height = sent_size(*image_size(example.image_bytes), config.max_pixels)
+            width, height = sent_size(*image_size(example.image_bytes), config.max_pixels,
+                                      config.max_image_side)
         except ImageError:
             totals["bad_input"] += len(pending)
             continue

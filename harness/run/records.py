@@ -4,14 +4,17 @@ from __future__ import annotations
 from typing import Any
 
 from harness.adapters import ChatResponse
-from harness.score.parsing import parse_answer
+from harness.score.parsing import Extraction, parse_answer
 from harness.score.scoring import official_correct
 
 
-def answered(record: dict[str, Any], response: ChatResponse) -> dict[str, Any]:
-    """Fill `record` (made by runner.base_record) with the response, its reading and its usage."""
+def answered(record: dict[str, Any], response: ChatResponse,
+             extraction: Extraction | None = None) -> dict[str, Any]:
+    """Fill `record` (made by runner.base_record) with the response, its reading (`extraction`,
+    when already parsed) and its usage."""
     options, gold = record["options"], record["gold"]
-    extraction = parse_answer(response.text, options)
+    if extraction is None:
+        extraction = parse_answer(response.text, options)
     record.update({
         "response": response.text,
         "finish_reason": response.finish_reason,
@@ -25,4 +28,6 @@ def answered(record: dict[str, Any], response: ChatResponse) -> dict[str, Any]:
         "cached": response.meta.get("cache") == "hit",
         "request_sha256": response.meta.get("cache_key"),
     })
+    if response.redacted:  # the raw response, but for the secret the server echoed
+        record["redacted"] = True
     return record

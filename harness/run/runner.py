@@ -25,10 +25,19 @@ from harness.adapters import (
     create_adapter,
     split_spec,
 )
+from harness.adapters.redact import redact_argv
+from harness.adapters.reply import MAX_RESPONSE_BYTES
 from harness.data import options_order
-from harness.data.images import ImageError, encode_image
+from harness.data.images import MAX_SIDE, ImageError, encode_image
 from harness.data.items import Example, Item, iter_examples
-from harness.data.sources import COUNT_COLUMNS, iter_rows, resolve_source
+from harness.data.selection import SelectionError, check_selection
+from harness.data.sources import (
+    COUNT_COLUMNS,
+    DatasetLoadError,
+    check_hub_reachable,
+    iter_rows,
+    resolve_source,
+)
 from harness.prompts import Template, TemplateError, load_template, render
 from harness.report.finalize import finalize
 from harness.report.results import (
@@ -56,10 +65,12 @@ from harness.run.fewshot import (
     shared_encodings,
 )
 from harness.run.fewshot import describe as describe_pool
+from harness.run.lock import FolderLocked, folder_lock
 from harness.run.pacing import Budget, BudgetExceeded, PacedAdapter, RateLimiter
 from harness.run.records import answered
 from harness.run.retry import RetryPolicy
 from harness.score.judge import Judge, build_judge
+from harness.score.parsing import parse_answer
 from harness.score.pricing import PricingError, find_price, load_table
 from harness.score.usage import usage_summary
 from harness.servers.vllm_server import ManagedServer, ServerStartError, managed_vllm
@@ -70,12 +81,32 @@ RUN_LOG = "run.log"
 # different servers) each write only their own run.log.
 _CURRENT_RUN: contextvars.ContextVar[object | None] = contextvars.ContextVar("ubench_run",
                                                                              default=None)
+PARSE_IN_THREAD_CHARS = 100_000  # longer answers are parsed off the event loop
 
 log = logging.getLogger("ubench")
 
 
 class RunError(Exception):
     """A run that cannot start or must stop; the message says what to do."""
+
+    exit_code = 1
+
+
+class InputError(RunError):
+    """A usage or input error found before anything was sent (exit 2)."""
+
+    exit_code = 2
+
+
+class RunAborted(RunError):
+    """The run stopped early (a rejected key, nothing listening, every request failing alike);
+    what was answered is saved and summarised. Exit 3 if nothing was answered, else 1."""
+
+    answered = False
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return 1 if self.answered else 3
 
 
 @dataclass
@@ -100,8 +131,10 @@ class RunConfig:
     seed: int = 0
     timeout: float = 120.0
     max_attempts: int = 6
+    max_response_bytes: int = MAX_RESPONSE_BYTES
     image_format: str = "auto"
     max_pixels: int | None = None
+    max_image_side: int | None = MAX_SIDE
     image_detail: str | None = None
     shuffle_options: int | None = None
     circular: bool = False
@@ -172,17 +205,25 @@ def run_prompts(config: RunConfig, prompts: list[str]) -> dict[str, dict[str, An
     try:
         names = [load_template(p).name for p in prompts]
     except TemplateError as exc:
-        raise RunError(str(exc)) from exc
+        raise InputError(str(exc)) from exc
     if len(set(names)) != len(names):
-        raise RunError(f"--prompt names the same template twice ({', '.join(names)})")
+        raise InputError(f"--prompt names the same template twice ({', '.join(names)})")
     outs = [Path(config.output) / name for name in names]
     return dict(zip(names, _run_sync(config, list(zip(prompts, outs)))))
 
 
 def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+    folders = dict.fromkeys([Path(config.output), *(out for _, out in specs)])
     try:
-        with _managed_server(config) as server:
-            return asyncio.run(_run(config, specs, server))
+        with ExitStack() as locks:
+            for folder in folders:  # one run per folder, held until its report is written
+                if folder.exists() and not folder.is_dir():
+                    raise InputError(f"--output {folder}: is a file, not a folder")
+                locks.enter_context(folder_lock(folder))
+            with _managed_server(config) as server:
+                return asyncio.run(_run(config, specs, server))
+    except FolderLocked as exc:
+        raise InputError(str(exc)) from None
     except ServerStartError as exc:
         raise RunError(str(exc)) from None
     except KeyboardInterrupt:
@@ -199,10 +240,10 @@ def _managed_server(config: RunConfig) -> Iterator[ManagedServer | None]:
         return
     provider, model = split_spec(config.model)
     if provider != "vllm":
-        raise RunError(f"--serve starts a vLLM server: use it with --model vllm/MODEL, "
+        raise InputError(f"--serve starts a vLLM server: use it with --model vllm/MODEL, "
                        f"not {config.model!r}")
     if config.base_url:
-        raise RunError("--serve starts its own server on a free port: leave out --base-url")
+        raise InputError("--serve starts its own server on a free port: leave out --base-url")
     with managed_vllm(model, log_dir=Path(config.output), python=config.vllm_python,
                       extra_args=config.vllm_args, startup_timeout=config.serve_timeout) as server:
         yield server
@@ -211,11 +252,14 @@ def _managed_server(config: RunConfig) -> Iterator[ManagedServer | None]:
 async def _run(config: RunConfig, specs: list[tuple[str, Path]],
                server: ManagedServer | None = None) -> list[dict[str, Any]]:
     _CURRENT_RUN.set(object())
-    source = resolve_source(config.dataset, config.revision)
+    try:
+        source = resolve_source(config.dataset, config.revision)
+    except DatasetLoadError as exc:
+        raise InputError(str(exc)) from None
     try:
         templates = [load_template(prompt) for prompt, _ in specs]
     except TemplateError as exc:
-        raise RunError(str(exc)) from exc
+        raise InputError(str(exc)) from exc
     try:
         adapter = create_adapter(config.model,
                                  base_url=server.base_url if server else config.base_url,
@@ -223,16 +267,23 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
                                  timeout=config.timeout, concurrency=config.concurrency,
                                  image_detail=config.image_detail, batch_size=config.batch_size,
                                  reasoning_effort=config.reasoning_effort,
-                                 extra_body=config.extra_body, api_version=config.api_version)
+                                 extra_body=config.extra_body, api_version=config.api_version,
+                                 max_response_bytes=config.max_response_bytes)
     except ValueError as exc:
-        raise RunError(str(exc)) from exc
+        raise InputError(str(exc)) from exc
     batch_adapter = adapter
     if config.batch and (len(specs) != 1 or not hasattr(adapter, "files_client")):
-        raise RunError("--batch sends one template's requests to one OpenAI-compatible server "
-                       "(openai/ or vllm/ with at most one --base-url)")
+        raise InputError("--batch sends one template's requests to one OpenAI-compatible server "
+                         "(openai/ or vllm/ with at most one --base-url)")
     if config.batch and not config.export_batch and config.max_cost is not None:
-        raise RunError("--max-cost limits online requests; a batch is priced before it is sent: "
-                       "check it with --dry-run (cost_usd_batch), then run --batch without it")
+        raise InputError("--max-cost limits online requests; a batch is priced before it is sent: "
+                         "check it with --dry-run (cost_usd_batch), then run --batch without it")
+    try:  # before any manifest is written: a failed start leaves nothing behind
+        if source.kind == "hub":
+            await asyncio.to_thread(check_hub_reachable)
+        await asyncio.to_thread(check_selection, source, config.datasets, config.question_types)
+    except (SelectionError, DatasetLoadError) as exc:
+        raise InputError(str(exc)) from None
     if config.adaptive_concurrency:
         adapter = AdaptiveConcurrency(adapter, ConcurrencyController(config.concurrency))
     outs = [out for _, out in specs]
@@ -240,6 +291,7 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
     judge = _make_judge(config)
     pools = await asyncio.to_thread(_example_pools, templates, source, config)
     done = []
+    fresh = [out for out in outs if not (out / MANIFEST).exists() or config.force]
     for template, out, pool in zip(templates, outs, pools):
         manifest = build_manifest(config, source.describe(), template, adapter, server)
         manifest["judge"] = judge.describe() if judge else None
@@ -248,7 +300,7 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
         done.append(prepare_output(out, manifest, config.force))
         write_json(out / MANIFEST, manifest)
     handlers = [_log_to(out / RUN_LOG) for out in outs]
-    cache = ResponseCache(config.cache_path) if config.use_cache else None
+    cache = _open_cache(config) if config.use_cache else None
     # A managed server's port changes every run; what it serves (its version and args) does not.
     adapter = _cached(adapter, cache, {"server": server.describe()} if server else None)
     if judge:
@@ -257,6 +309,7 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
     log.info("run: model %s, templates %s, %d items already done", config.model,
              ", ".join(t.name for t in templates), progress.skipped)
     total = asyncio.to_thread(_count_items, source, config, len(templates))
+    aborted = None
     try:
         with ExitStack() as stack:
             variants = [Variant(t, stack.enter_context(SampleWriter(out / SAMPLES)), d, pool)
@@ -273,9 +326,15 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
             elif not config.batch:
                 await _pipeline(config, _examples(source, config), variants, adapter, progress,
                                 total, judge)
+    except RunAborted as exc:
+        aborted = exc
+        log.error("%s", exc)
     except asyncio.CancelledError:
         log.warning("interrupted after %d items; re-run the same command to resume",
                     progress.done)
+        raise
+    except BaseException:
+        _forget_failed_start(fresh)
         raise
     finally:
         await adapter.aclose()
@@ -288,7 +347,34 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
             handler.close()
     if config.export_batch:
         return [None for _ in outs]  # nothing answered yet: no summary
-    return [finalize(out) for out in outs]
+    summaries = [finalize(out) for out in outs]
+    if aborted is not None:
+        aborted.answered = any(s["n_scored"] for s in summaries)
+        raise aborted
+    return summaries
+
+
+def _forget_failed_start(fresh: list[Path]) -> None:
+    """A run that failed before writing any record leaves no manifest, so that the corrected
+    command is not refused as "a different configuration"."""
+    for out in fresh:
+        samples = out / SAMPLES
+        if not samples.exists() or samples.stat().st_size == 0:
+            (out / MANIFEST).unlink(missing_ok=True)
+            samples.unlink(missing_ok=True)
+
+
+def _open_cache(config: RunConfig) -> ResponseCache | None:
+    """The response cache; one that cannot even be created is skipped, with one warning."""
+    import sqlite3
+
+    from harness.run.cache import warn
+
+    try:
+        return ResponseCache(config.cache_path)
+    except (OSError, sqlite3.Error) as exc:
+        warn(f"the response cache cannot be opened ({exc}); running without it")
+        return None
 
 
 def _example_pools(templates: list[Template], source,
@@ -300,7 +386,7 @@ def _example_pools(templates: list[Template], source,
                            encode=lambda example: _encode(example, config))
                 if t.examples else None for t in templates]
     except ExamplePoolError as exc:
-        raise RunError(str(exc)) from None
+        raise InputError(str(exc)) from None
 
 
 def _examples(source, config: RunConfig, columns: list[str] | None = None):
@@ -373,7 +459,7 @@ def _make_judge(config: RunConfig) -> Judge | None:
                            timeout=config.timeout, concurrency=config.concurrency,
                            max_attempts=config.max_attempts)
     except ValueError as exc:
-        raise RunError(f"--judge: {exc}") from exc
+        raise InputError(f"--judge: {exc}") from exc
 
 
 async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapter: Adapter,
@@ -469,7 +555,7 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
         show_counters()
         bar.close()
     if abort:
-        raise RunError(abort[0])
+        raise RunAborted(abort[0])
 
 
 async def _batch(config: RunConfig, examples, variants: list[Variant], adapter) -> None:
@@ -510,7 +596,7 @@ def _encode(example: Example, config: RunConfig):
         return None, example.image_problem
     try:
         return encode_image(example.image_bytes, image_format=config.image_format,
-                            max_pixels=config.max_pixels), None
+                            max_pixels=config.max_pixels, max_side=config.max_image_side), None
     except ImageError as exc:
         return None, f"field 'image': {exc}"
 
@@ -565,8 +651,13 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
                                      lambda exc: on_retry(item.item_id, exc))
     except AdapterError as exc:
         record["error"] = exc.as_record()
+        if exc.fatal:
+            record["error"]["stopped_run"] = True
         log.warning("failed %s after %d attempt(s): %s", item.item_id, exc.attempts, exc.message)
         return record
+    if len(response.text) > PARSE_IN_THREAD_CHARS:  # never stall the other requests
+        extraction = await asyncio.to_thread(parse_answer, response.text, item.option_map)
+        return answered(record, response, extraction)
     return answered(record, response)
 
 
@@ -594,6 +685,9 @@ def _watch_failures(record: dict[str, Any], progress: Progress, abort: list[str]
         progress.successes += 1
         progress.same_failure = ("", 0)
         return
+    if err.get("stopped_run"):
+        abort.append(f"stopping: {err['message']}")
+        return
     if err["type"] == "bad_input" or progress.successes:
         return
     key = f"{err['type']}:{err.get('status')}:{err['message']}"
@@ -617,7 +711,7 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
     return {
         "harness_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "command_line": config.command_line,  # keys come from the environment, never argv
+        "command_line": redact_argv(config.command_line),  # keys: environment, never argv
         "model": adapter.describe(),
         "server": server.describe() if server else None,
         "template": template.describe(),
@@ -625,14 +719,16 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
         "seed": config.seed,
         "dataset": dataset,
         "selection": selection,
-        "image": {"format": config.image_format, "max_pixels": config.max_pixels},
+        "image": {"format": config.image_format, "max_pixels": config.max_pixels,
+                  "max_side": config.max_image_side},
         "options_order": {"shuffle_seed": config.shuffle_options, "circular": config.circular},
         "pricing": _price(config),
         "runtime": {"concurrency": config.concurrency, "timeout_s": config.timeout,
                     "max_attempts": config.max_attempts, "batch_size": config.batch_size,
                     "adaptive_concurrency": config.adaptive_concurrency, "batch": config.batch,
                     "max_rpm": config.max_rpm, "max_tpm": config.max_tpm,
-                    "max_cost_usd": config.max_cost},
+                    "max_cost_usd": config.max_cost,
+                    "max_response_bytes": config.max_response_bytes},
     }
 
 
@@ -659,7 +755,7 @@ def prepare_output(out: Path, manifest: dict[str, Any], force: bool) -> set[str]
         if config_fingerprint(old) != config_fingerprint(manifest):
             old_view, new_view = resume_view(old), resume_view(manifest)
             changed = [k for k in RESUME_KEYS if old_view[k] != new_view[k]]
-            raise RunError(f"{out} holds a run with a different configuration "
+            raise InputError(f"{out} holds a run with a different configuration "
                            f"({', '.join(changed)} changed); use another --output, or --force "
                            "to start over")
     return {r["item_id"] for r in read_samples(samples) if not r.get("error")}

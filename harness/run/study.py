@@ -20,7 +20,15 @@ from typing import Any
 from harness.data.sources import resolve_source
 from harness.prompts import load_template
 from harness.report.results import SAMPLES, read_samples
-from harness.run.runner import RunConfig, RunError, _count_items, _managed_server, _run
+from harness.run.lock import FolderLocked, folder_lock
+from harness.run.runner import (
+    InputError,
+    RunConfig,
+    RunError,
+    _count_items,
+    _managed_server,
+    _run,
+)
 from harness.run.study_file import ModelEntry, Study
 from harness.servers.vllm_server import ServerStartError
 
@@ -115,6 +123,10 @@ def run_study(study: Study, output: Path, *, force: bool = False,
         await asyncio.gather(*(one_server(p, servers) for p in by_server.values()))
 
     with ExitStack() as stack:  # managed vLLM servers (serve: true), one per model, for the study
+        try:  # one study per folder at a time (harness.run.lock), as for runs
+            stack.enter_context(folder_lock(output))
+        except FolderLocked as exc:
+            raise InputError(str(exc)) from None
         servers = {}
         try:
             for pipes in by_server.values():

@@ -131,6 +131,11 @@ def summarize(records: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, 
         "bootstrap": {"method": "basic", "n_resamples": 1000, "seed": seed, "alpha": 0.05,
                       "clustered_method": CLUSTER_CI_METHOD},
     }
+    # Answers cut short (length) or filtered by the provider (content_filter) are scored as they
+    # are, and counted here; so are answers from which the API key was removed.
+    summary["finish_reasons"] = dict(Counter(r.get("finish_reason") for r in scored
+                                             if r.get("finish_reason") not in (None, "stop")))
+    summary["n_redacted"] = sum(1 for r in scored if r.get("redacted"))
     if any(r.get("rotation") is not None for r in records):
         summary["circular"] = circular(records, seed)
     return summary

@@ -2,7 +2,8 @@
 
 A real HTTP server (aiohttp) on 127.0.0.1 that answers in configurable styles, with injectable
 latency and faults (429 with Retry-After, 500/503, closed connections, non-JSON 200 bodies, hangs,
-401s). Run it in-process (`TestServer(...)` as a context manager, in a background thread) or as
+401s) and the misbehaving replies of `harness.servers.hostile`. Run it in-process
+(`TestServer(...)` as a context manager, in a background thread) or as
 `python -m harness.servers.testserver --style random --latency 0.2 --fault-rate 0.25`.
 """
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import Any, Callable
 
 import orjson
 from aiohttp import web
+
+from harness.servers.hostile import HOSTILE, hostile_reply
 
 Responder = Callable[[dict[str, Any]], str]
 _OPTION_LINE = re.compile(r"^\(?([A-H])[\)\.]\s", re.M)
@@ -191,6 +194,10 @@ def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
         if behaviour.latency_s:
             await asyncio.sleep(behaviour.latency_s)
         fault = behaviour.draw_fault()
+        if fault in HOSTILE:  # a misbehaving reply (harness.servers.hostile)
+            stats.faults[fault] += 1
+            return await hostile_reply(fault, request, behaviour.responder(body),
+                                       completion(body.get("model", "test"), "", behaviour.usage))
         if fault:
             stats.faults[fault] += 1
             return await _fault(fault, request, behaviour)
@@ -344,7 +351,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="answer requests for model NAME in STYLE (repeatable)")
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--fault-rate", type=float, default=0.0)
-    parser.add_argument("--faults", default=",".join(FAULTS), help="comma list of " + ", ".join(FAULTS))
+    parser.add_argument("--faults", default=",".join(FAULTS),
+                        help="comma list of " + ", ".join(FAULTS + HOSTILE))
     parser.add_argument("--hang", type=float, default=30.0, help="seconds a 'hang' fault stalls")
     args = parser.parse_args(argv)
     if any("=" not in item for item in args.model_style):
