@@ -2,8 +2,8 @@
 
 - `free`: the parser reads the letter out of the response; both scorers score the response.
 - `choice`: the same, on the answer the constraint produced (for a JSON-schema reply, its `answer`
-  field; `response` keeps the raw JSON). `constraint_followed` says whether the reply was exactly
-  one of the item's letters: a server that ignores the constraint is counted, not hidden.
+  field; `response` keeps the raw JSON). `constraint_followed` says whether the reply was one of
+  the item's letters: a server that ignores the constraint is counted, not hidden.
 - `logprobs`: `letter_probs` and `letter_mass` from the answer token's top logprobs, and the
   predicted letter is their argmax (ties: the letter listed first), with `rule: "letter_probs"`.
   The parser's reading of the text is kept as `parsed` (it must agree). Without letter
@@ -18,6 +18,7 @@ from harness.adapters.answer_modes import (
     LogprobsError,
     argmax_letter,
     read_letter_probs,
+    token_letter,
     unwrap_choice,
 )
 from harness.adapters.base import ChatResponse
@@ -40,8 +41,9 @@ def answer_fields(response: ChatResponse, record: dict[str, Any], mode: str,
         if unwrapped is not None:
             text, extraction = unwrapped, None
             extra["answer_text"] = unwrapped
-        answer = text.strip()
-        extra["constraint_followed"] = len(answer) == 1 and answer in letters
+        # One option letter, as the constraint allows it to be spelled (`A`; `(A` or ` A` where a
+        # local model's letter mask admits every token spelling of a letter).
+        extra["constraint_followed"] = token_letter(text, letters) is not None
     extraction = extraction or parse_answer(text, options)
     letter, rule = extraction.letter, extraction.rule
     if mode == "logprobs":
