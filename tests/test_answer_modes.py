@@ -256,3 +256,33 @@ def test_letter_tokens_in_the_forms_tokenizers_produce():
     assert reading.letter_mass == pytest.approx(0.8)
     assert unsupported("vllm", "m", None, "logprobs") is None
     assert unsupported("openai", "gpt-4o", None, "logprobs") is None
+
+
+def test_compare_shows_calibration_and_pairs_runs_on_brier(tmp_path):
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"seed{seed}"
+        with TestServer("first") as server:
+            server.behaviour.distribution = letter_distribution(seed=seed)
+            ubench("run", "--model", "vllm/m", "--base-url", server.base_url, "--dataset",
+                   "sample", "--answer-mode", "logprobs", "--output", str(out), "--no-progress")
+        runs.append(out)
+    proc = ubench("compare", str(runs[0]), str(runs[1]), "--output", str(tmp_path / "cmp"))
+    result = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    part = result["calibration"]
+    records = [{r["item_id"]: r for r in read_jsonl(run / "samples.jsonl")} for run in runs]
+    shared = [i for i in records[0] if records[0][i]["letter_probs"] and records[1][i]["letter_probs"]]
+    assert part["n_items"] == len(shared)
+
+    def brier(r):
+        return sum((p - (k == r["gold"])) ** 2 for k, p in r["letter_probs"].items())
+
+    pooled = part["groups"][0]
+    assert pooled["group"] == "all" and pooled["n"] == len(shared)
+    by_hand = [sum(brier(rec[i]) for i in shared) / len(shared) for rec in records]
+    assert pooled["brier"] == pytest.approx(by_hand, abs=1e-9)
+    d = pooled["differences"][0]
+    assert d["difference"] == pytest.approx(by_hand[1] - by_hand[0], abs=1e-9)
+    assert d["ci_low"] <= d["difference"] <= d["ci_high"] and 0 < d["p"] <= 1
+    assert "## Calibration" in proc.stdout and "Brier seed1 − seed0" in proc.stdout
+    assert "Calibration" in (tmp_path / "cmp" / "compare.html").read_text()

@@ -87,9 +87,14 @@ def _metrics(a: ItemArrays, w: np.ndarray, coverages: tuple[float, ...]) -> dict
     return out
 
 
+def point_metrics(a: ItemArrays, coverages: tuple[float, ...] = COVERAGES) -> dict[str, float]:
+    """Every metric of the items as they are (no resampling)."""
+    return {k: float(v[0]) for k, v in _metrics(a, np.ones((1, a.n)), coverages).items()}
+
+
 def _with_cis(a: ItemArrays, images: np.ndarray, seed: int,
               coverages: tuple[float, ...]) -> dict[str, dict[str, float]]:
-    point = {k: float(v[0]) for k, v in _metrics(a, np.ones((1, a.n)), coverages).items()}
+    point = point_metrics(a, coverages)
     codes = cluster_codes(images)
     k = int(codes.max()) + 1
     rng = np.random.default_rng(seed)
