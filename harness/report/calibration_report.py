@@ -9,10 +9,10 @@ from typing import Any
 from harness.score.calibration import COVERAGES, ItemArrays, has_letter_probs, risk_coverage
 
 # (key in a calibration group, label, format): percentages for probabilities and accuracies.
-METRICS = [("accuracy", "accuracy %", "pct"), ("mean_gold_prob", "mean gold prob %", "pct"),
-           ("brier", "Brier", "num"), ("nll", "NLL", "num"), ("ece", "ECE %", "pct"),
-           ("letter_mass", "letter mass %", "pct"),
-           *((f"selective_accuracy_{round(100 * c)}", f"acc@{round(100 * c)}% %", "pct")
+METRICS = [("accuracy", "accuracy", "pct"), ("mean_gold_prob", "gold prob", "pct"),
+           ("brier", "Brier", "num"), ("nll", "NLL", "num"), ("ece", "ECE", "pct"),
+           ("letter_mass", "letter mass", "pct"),
+           *((f"selective_accuracy_{round(100 * c)}", f"acc@{round(100 * c)}%", "pct")
              for c in COVERAGES if c < 1),
            ("aurc", "AURC", "num")]
 
@@ -57,8 +57,9 @@ def calibration_markdown(summary: dict[str, Any]) -> list[str]:
         return lines
     head = ["group", "n", *(label for _, label, _ in METRICS)]
     lines += ["## Calibration (letter probabilities)", "",
-              f"Argmax of the letter probabilities; {calibration['n_bins']} ECE bins; "
-              "95% CIs resample images.", "",
+              f"Prediction = argmax of the letter probabilities; {calibration['n_bins']} ECE "
+              "bins; accuracy, gold prob, ECE, letter mass and acc@x% (accuracy on the x% most "
+              "confident items) in %; 95% CIs resample images.", "",
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, group in calibration["groups"].items():
         cells = [name, str(group["n"]), *(_value(group.get(k), kind) for k, _, kind in METRICS)]
@@ -78,7 +79,8 @@ def calibration_html(summary: dict[str, Any], table) -> str:
                 for name, g in calibration["groups"].items()]
         body += ("<p>Calibration of the letter probabilities (prediction = argmax): "
                  f"{calibration['n_bins']} equal-width confidence bins for ECE; acc@x% is the "
-                 "accuracy on the x% most confident items; 95% CIs resample whole images.</p>"
+                 "accuracy on the x% most confident items; accuracy, gold prob, ECE, letter mass "
+                 "and acc@x% in %; 95% CIs resample whole images.</p>"
                  + table(["group", "n", *(label for _, label, _ in METRICS)], rows))
     return f"<section id=\"calibration\"><h2>Answer mode and calibration</h2>{body}</section>"
 
@@ -109,16 +111,17 @@ def _plot_reliability(Figure, calibration: dict[str, Any], path: Path) -> None:
     ax.scatter([b["confidence"] for b in full], [b["accuracy"] for b in full], s=12,
                color="#1f3b5c", zorder=3, label="(mean confidence, accuracy)")
     for b in full:
-        ax.text(b["low"] + width / 2, min(b["accuracy"] + 0.02, 0.97), str(b["n"]),
-                ha="center", fontsize=7, color="#333")
+        top = b["accuracy"] > 0.92  # no room above: write the count inside the bar
+        ax.text(b["low"] + width / 2, b["accuracy"] + (-0.05 if top else 0.02), str(b["n"]),
+                ha="center", fontsize=7, color="white" if top else "#333")
     ax.plot([0, 1], [0, 1], "--", color="#c0392b", lw=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (probability of the predicted letter)")
     ax.set_ylabel("accuracy")
     ax.set_title(f"n = {pooled['n']}, ECE {100 * pooled['ece']['value']:.1f}%, "
-                 f"Brier {pooled['brier']['value']:.3f} (bin counts above bars)", fontsize=9)
-    ax.legend(loc="upper left", fontsize=7)
+                 f"Brier {pooled['brier']['value']:.3f} (numbers: items per bin)", fontsize=9)
+    ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
 

@@ -11,13 +11,14 @@ argmax (ties: the letter listed first); confidence = p(prediction):
   are ranked by confidence, ties by item id.
 - `aurc`: area under the risk–coverage curve: the mean, over k = 1..n, of the error rate of the
   k most confident items (0 best).
-CIs are basic bootstrap intervals that resample whole images (questions about one micrograph are
-not independent), as for the clustered accuracy CI: each resample gives every item the weight of
-its image's draw count, and every metric is computed from weighted sums, so one code path gives
-both the estimate (all weights 1) and the resamples.
+CIs are basic bootstrap intervals, clipped to each metric's range, that resample whole images
+(questions about one micrograph are not independent), as for the clustered accuracy CI: each
+resample gives every item the weight of its image's draw count, and every metric is computed from
+weighted sums, so one code path gives both the estimate (all weights 1) and the resamples.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,8 @@ COVERAGES = (1.0, 0.9, 0.8, 0.5)
 PROB_FLOOR = 1e-12
 _CHUNK_CELLS = 2_000_000  # resamples × items held at once
 GROUP_HEADS = ("coarse", "fine", "question_type")
+# Where each metric can lie; basic bootstrap intervals (2·estimate − quantile) are clipped to it.
+UPPER_BOUND = {"brier": 2.0, "nll": math.inf}
 
 
 def has_letter_probs(record: dict[str, Any]) -> bool:
@@ -108,7 +111,9 @@ def _with_cis(a: ItemArrays, images: np.ndarray, seed: int,
     out = {}
     for name, value in point.items():
         low, high = _basic_interval(value, np.concatenate(draws[name]), 0.05)
-        out[name] = {"value": value, "ci_low": float(low), "ci_high": float(high)}
+        top = UPPER_BOUND.get(name, 1.0)
+        out[name] = {"value": value, "ci_low": float(np.clip(low, 0.0, top)),
+                     "ci_high": float(np.clip(high, 0.0, top))}
     return out
 
 
