@@ -11,28 +11,25 @@ argmax (ties: the letter listed first); confidence = p(prediction):
   are ranked by confidence, ties by item id.
 - `aurc`: area under the risk–coverage curve: the mean, over k = 1..n, of the error rate of the
   k most confident items (0 best).
-CIs are basic bootstrap intervals, clipped to each metric's range, that resample whole images
-(questions about one micrograph are not independent), as for the clustered accuracy CI: each
+CIs are percentile bootstrap intervals that resample whole images (questions about one micrograph
+are not independent), as for the clustered accuracy CI, so they stay in each metric's range: each
 resample gives every item the weight of its image's draw count, and every metric is computed from
 weighted sums, so one code path gives both the estimate (all weights 1) and the resamples.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from harness.score.scoring import group_order, paper_groups
-from harness.score.stats import N_RESAMPLES, _basic_interval, cluster_codes
+from harness.score.stats import N_RESAMPLES, _percentile_interval, cluster_codes
 
 N_BINS = 15
 COVERAGES = (1.0, 0.9, 0.8, 0.5)
 PROB_FLOOR = 1e-12
 _CHUNK_CELLS = 2_000_000  # resamples × items held at once
 GROUP_HEADS = ("coarse", "fine", "question_type")
-# Where each metric can lie; basic bootstrap intervals (2·estimate − quantile) are clipped to it.
-UPPER_BOUND = {"brier": 2.0, "nll": math.inf}
 
 
 def has_letter_probs(record: dict[str, Any]) -> bool:
@@ -110,10 +107,8 @@ def _with_cis(a: ItemArrays, images: np.ndarray, seed: int,
             draws[name].append(values)
     out = {}
     for name, value in point.items():
-        low, high = _basic_interval(value, np.concatenate(draws[name]), 0.05)
-        top = UPPER_BOUND.get(name, 1.0)
-        out[name] = {"value": value, "ci_low": float(np.clip(low, 0.0, top)),
-                     "ci_high": float(np.clip(high, 0.0, top))}
+        low, high = _percentile_interval(np.concatenate(draws[name]), 0.05)
+        out[name] = {"value": value, "ci_low": low, "ci_high": high}
     return out
 
 
@@ -155,7 +150,7 @@ def calibration_summary(records: list[dict[str, Any]], *, seed: int = 0, n_bins:
         "n_without_letter_probs": len(scored) - len(items),
         "n_bins": n_bins,
         "coverages": list(coverages),
-        "ci": {"method": "basic bootstrap over images", "n_resamples": N_RESAMPLES,
+        "ci": {"method": "percentile bootstrap over images", "n_resamples": N_RESAMPLES,
                "seed": seed, "alpha": 0.05},
         "groups": {},
         "reliability": reliability_bins(pooled),
