@@ -286,3 +286,25 @@ def test_compare_shows_calibration_and_pairs_runs_on_brier(tmp_path):
     assert d["ci_low"] <= d["difference"] <= d["ci_high"] and 0 < d["p"] <= 1
     assert "## Calibration" in proc.stdout and "Brier seed1 − seed0" in proc.stdout
     assert "Calibration" in (tmp_path / "cmp" / "compare.html").read_text()
+
+
+def test_a_study_runs_each_answer_mode_as_its_own_condition(tmp_path):
+    path = tmp_path / "study.yaml"
+    with TestServer("cot") as server:
+        server.behaviour.distribution = letter_distribution()
+        path.write_text(f"""name: modes
+dataset: sample
+limit: 6
+models:
+  - model: vllm/m
+    base_url: {server.base_url}
+templates: [official]
+answer_modes: [free, choice, logprobs]
+""")
+        ubench("study", str(path), "--output", str(tmp_path / "study"))
+    runs = tmp_path / "study" / "runs" / "vllm_m"
+    free, choice, probs = (read_jsonl(runs / f"{mode}-stored-seed0" / "official" / "samples.jsonl")
+                           for mode in ("free", "choice", "logprobs"))
+    assert all("answer_mode" not in r and r["rule"] == "final_answer" for r in free)  # CoT text
+    assert all(r["answer_mode"] == "choice" and r["constraint_followed"] for r in choice)
+    assert all(r["answer_mode"] == "logprobs" and r["letter_probs"] for r in probs)
