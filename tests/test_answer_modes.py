@@ -308,3 +308,11 @@ answer_modes: [free, choice, logprobs]
     assert all("answer_mode" not in r and r["rule"] == "final_answer" for r in free)  # CoT text
     assert all(r["answer_mode"] == "choice" and r["constraint_followed"] for r in choice)
     assert all(r["answer_mode"] == "logprobs" and r["letter_probs"] for r in probs)
+
+
+def test_batch_runs_refuse_the_constrained_modes_before_any_request(tmp_path):
+    with TestServer("first") as server:
+        proc = ubench("run", "--model", "openai/m", "--base-url", server.base_url, "--batch",
+                      "--answer-mode", "choice", "--output", str(tmp_path / "run"), check=False)
+        assert server.stats.requests == 0
+    assert proc.returncode == 2 and "batch runs read free-text answers only" in proc.stderr
