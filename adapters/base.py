@@ -16,10 +16,17 @@ class GenerationParams:
     max_tokens: int = 1024
     top_p: float | None = None
     seed: int | None = None
+    answer_mode: str = "free"  # free | choice | logprobs (adapters.answer_modes)
+    top_logprobs: int | None = None  # logprobs mode only
 
     def as_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens,
-                "top_p": self.top_p, "seed": self.seed}
+        """The request's parameters; a free-mode request is keyed and recorded as it always was."""
+        out: dict[str, Any] = {"temperature": self.temperature, "max_tokens": self.max_tokens,
+                               "top_p": self.top_p, "seed": self.seed}
+        if self.answer_mode != "free":
+            out["answer_mode"] = self.answer_mode
+            out["top_logprobs"] = self.top_logprobs
+        return out
 
 
 @dataclass
@@ -53,6 +60,7 @@ class ChatResponse:
     attempts: int = 1
     meta: dict[str, Any] = field(default_factory=dict)
     redacted: bool = False  # the API key (or credentials) in the answer were replaced by a marker
+    logprobs: list[dict[str, Any]] | None = None  # choices[0].logprobs.content, when asked for
 
 
 class AdapterError(Exception):

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from .answer_modes import request_fields
 from .base import Adapter, AdapterError, ChatRequest, ChatResponse
 from .redact import redact_text, redact_url
 from .reply import MAX_RESPONSE_BYTES, ReplyError, parse_reply, reply_of
@@ -51,6 +52,7 @@ class OpenAICompatAdapter(Adapter):
                  extra_body: dict[str, Any] | None = None, key_env: str | None = None,
                  max_response_bytes: int = MAX_RESPONSE_BYTES):
         self.spec = spec
+        self.provider = spec.partition("/")[0]  # openai | vllm: how answer modes are asked
         self.model = model
         self.base_url = (base_url or OPENAI_BASE_URL).rstrip("/")
         self.image_detail = image_detail
@@ -143,6 +145,9 @@ class OpenAICompatAdapter(Adapter):
             body.pop("top_p", None)
         if self.reasoning_effort:
             body["reasoning_effort"] = self.reasoning_effort
+        if p.answer_mode != "free":
+            body.update(request_fields(self.provider, p.answer_mode, request.option_letters,
+                                       p.top_logprobs))
         body.update(self.extra_body)  # verbatim, last: the user's word wins
         encoded = orjson.dumps(body)
         return encoded if url is None else encoded.replace(_IMAGE_SLOT_JSON, _json_string(url), 1)
@@ -200,7 +205,7 @@ class OpenAICompatAdapter(Adapter):
             raise AdapterError("bad_response", f"{exc} (body: {head!r})", retryable=True,
                                reason=exc.reason) from None
         response = ChatResponse(text=reply.text, finish_reason=reply.finish_reason,
-                                usage=reply.usage, latency_s=latency)
+                                usage=reply.usage, latency_s=latency, logprobs=reply.logprobs)
         limits = {k.lower()[12:]: v for k, v in headers.items()
                   if k.lower().startswith("x-ratelimit-")}
         if limits:  # for --max-rpm/--max-tpm pacing (harness.run.pacing)
@@ -256,7 +261,8 @@ def chat_response(result: Any, raw: bytes | str = b"") -> ChatResponse:
     except ReplyError as exc:
         raise AdapterError("bad_response", f"{exc} (body: {raw[:200]!r})", retryable=True,
                            reason=exc.reason) from None
-    return ChatResponse(text=reply.text, finish_reason=reply.finish_reason, usage=reply.usage)
+    return ChatResponse(text=reply.text, finish_reason=reply.finish_reason, usage=reply.usage,
+                        logprobs=reply.logprobs)
 
 
 def _too_large(limit: int, what: str) -> AdapterError:

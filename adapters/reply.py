@@ -28,6 +28,7 @@ class Reply:
     text: str
     finish_reason: str | None
     usage: dict[str, Any] | None
+    logprobs: Any = None  # choices[0].logprobs.content as sent; checked where it is read
 
 
 def parse_reply(raw: bytes) -> Reply:
@@ -51,8 +52,10 @@ def reply_of(body: Any) -> Reply:
     if not isinstance(message, dict):
         raise ReplyError("no_message", "choices[0] has no 'message' object")
     finish = choice.get("finish_reason")
+    logprobs = choice.get("logprobs")  # read by adapters.answer_modes, which checks it
     return Reply(content_text(message), finish if isinstance(finish, str) else None,
-                 _usage(body.get("usage")))
+                 _usage(body.get("usage")),
+                 logprobs.get("content") if isinstance(logprobs, dict) else None)
 
 
 def content_text(message: dict[str, Any]) -> str:

@@ -16,9 +16,14 @@ from typing import Any
 import torch
 import transformers
 from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessor
 
+from .answer_modes import token_letter
 from .base import Adapter, AdapterError, ChatRequest, ChatResponse, GenerationParams
+
+# How a letter may be written as one token: spaces, brackets, emphasis, a closing mark.
+_LETTER_SPELLINGS = [pre + "{}" + post for pre in ("", " ", "(", " (", "**", "\n")
+                     for post in ("", ")", ".", ":")]
 
 
 class ModelLoadError(ValueError):
@@ -41,6 +46,7 @@ class TransformersAdapter(Adapter):
             raise ModelLoadError(f"cannot load {model!r} as an image-text-to-text model: {exc}"
                                  ) from None
         self.model.eval()
+        self._letter_ids: dict[str, dict[str, list[int]]] = {}
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
 
@@ -121,8 +127,17 @@ class TransformersAdapter(Adapter):
                                 padding=True, return_tensors="pt")
         # Pixel values in the weights' dtype (bfloat16 on most GPUs); token ids stay integers.
         inputs = inputs.to(self.model.device, dtype=self.model.dtype)
+        letters = [self.letter_token_ids(requests[i].option_letters) for i in index]
+        if params.answer_mode == "logprobs":
+            for i, response in zip(index, self._letter_logprobs(inputs, letters, params, start)):
+                results[i] = response
+            return results
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens,
                                   "do_sample": params.temperature > 0}
+        if params.answer_mode == "choice":  # one letter, then the end of the turn
+            kwargs["max_new_tokens"] = min(params.max_tokens, 2)
+            kwargs["logits_processor"] = [LetterChoice(letters, inputs["input_ids"].shape[1],
+                                                       self._eos_ids())]
         if kwargs["do_sample"]:
             kwargs["temperature"] = params.temperature
             if params.top_p is not None:
@@ -133,8 +148,7 @@ class TransformersAdapter(Adapter):
             output = self.model.generate(**inputs, **kwargs)
         latency = time.perf_counter() - start
         new_tokens = output[:, inputs["input_ids"].shape[1]:].cpu()
-        eos = self.model.generation_config.eos_token_id
-        eos_ids = set([eos] if isinstance(eos, int) else (eos or []))
+        eos_ids = set(self._eos_ids())
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
         for row, i in enumerate(index):
             ids = new_tokens[row].tolist()
@@ -150,10 +164,89 @@ class TransformersAdapter(Adapter):
             )
         return results
 
+    def _eos_ids(self) -> list[int]:
+        eos = self.model.generation_config.eos_token_id
+        return [eos] if isinstance(eos, int) else list(eos or [])
+
+    def letter_token_ids(self, letters: str) -> dict[str, list[int]]:
+        """Every single token of the vocabulary that spells one of `letters` as an answer would
+        (`A`, ` A`, `(A`, `A)`, ...), found by encoding those spellings and by the vocabulary's
+        own space markers (`ĠA`, `▁A`); each is checked by decoding it back."""
+        if letters not in self._letter_ids:
+            tokenizer = self.processor.tokenizer
+            vocab = tokenizer.get_vocab()
+            special = set(tokenizer.all_special_ids)
+            found: dict[str, list[int]] = {}
+            for letter in letters:
+                ids = {vocab[t] for t in (letter, f"Ġ{letter}", f"▁{letter}", f"Ġ({letter}",
+                                          f"▁({letter}") if t in vocab}
+                for spelling in _LETTER_SPELLINGS:
+                    encoded = tokenizer.encode(spelling.format(letter), add_special_tokens=False)
+                    if len(encoded) == 1:
+                        ids.add(encoded[0])
+                found[letter] = sorted(i for i in ids if i not in special and token_letter(
+                    tokenizer.decode([i]), letters) == letter)
+            self._letter_ids[letters] = found
+        return self._letter_ids[letters]
+
+    def _letter_logprobs(self, inputs, letters: list[dict[str, list[int]]],
+                         params: GenerationParams, start: float) -> list[ChatResponse]:
+        """One forward pass: the next-token distribution after the prompt and the assistant
+        prefix, as OpenAI's `logprobs.content` (one position): every letter token, plus the
+        `top_logprobs` most probable other tokens; the text is the most probable token."""
+        with torch.inference_mode():
+            logits = self.model(**inputs).logits[:, -1, :].float()
+        logprobs = torch.log_softmax(logits, dim=-1).cpu()
+        latency = time.perf_counter() - start
+        decode = self.processor.tokenizer.decode
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()
+        out = []
+        for row, ids_by_letter in enumerate(letters):
+            lp = logprobs[row]
+            letter_ids = [i for ids in ids_by_letter.values() for i in ids]
+            others = [i for i in torch.topk(lp, min(lp.numel(), (params.top_logprobs or 20)
+                                                    + len(letter_ids))).indices.tolist()
+                      if i not in letter_ids][: params.top_logprobs or 20]
+            best = int(lp.argmax())
+            alternatives = [{"token": decode([i]), "logprob": float(lp[i])}
+                            for i in sorted(letter_ids + others, key=lambda i: -float(lp[i]))]
+            text = decode([best], skip_special_tokens=True)
+            out.append(ChatResponse(
+                text=text, finish_reason="length",
+                usage={"prompt_tokens": int(prompt_lengths[row]), "completion_tokens": 0},
+                latency_s=latency, meta={"batch_size": len(letters)},
+                logprobs=[{"token": decode([best]), "logprob": float(lp[best]),
+                           "top_logprobs": alternatives}]))
+        return out
+
     async def aclose(self) -> None:
         if self._worker is not None:
             self._worker.cancel()
             self._worker = None
+
+
+class LetterChoice(LogitsProcessor):
+    """`--answer-mode choice` at generation: the first new token must spell an option letter,
+    and the next ends the turn. Each letter competes with its total probability over its token
+    spellings (put on its most likely spelling), so greedy decoding answers the argmax of the
+    letter distribution that `logprobs` mode reports, and sampling draws from it."""
+
+    def __init__(self, letters: list[dict[str, list[int]]], prompt_length: int, eos: list[int]):
+        self.letters = letters
+        self.prompt_length = prompt_length
+        self.eos = eos
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        masked = torch.full_like(scores, float("-inf"))
+        if input_ids.shape[1] > self.prompt_length:
+            masked[:, self.eos] = 0.0
+            return masked
+        for row, ids_by_letter in enumerate(self.letters):
+            for ids in ids_by_letter.values():
+                if ids:
+                    values = scores[row, ids]
+                    masked[row, ids[int(values.argmax())]] = torch.logsumexp(values, dim=0)
+        return masked
 
 
 def _load_processor(model: str):

@@ -210,6 +210,14 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--price-file", type=click.Path(path_type=Path), default=None,
               help="Price table (YAML, the layout of harness/data/pricing.yaml) to use instead "
                    "of the shipped one.")
+@click.option("--answer-mode", type=click.Choice(["free", "choice", "logprobs"]), default="free",
+              show_default=True,
+              help="free: parse the letter out of free text; choice: constrain the output to the "
+                   "option letters; logprobs: read the model's probability over the letters "
+                   "(calibration metrics in the summary).")
+@click.option("--top-logprobs", type=click.IntRange(min=1), default=None,
+              help="With --answer-mode logprobs: alternatives per token (default 20, OpenAI's "
+                   "maximum; vLLM allows up to its --max-logprobs).")
 @click.option("--force", is_flag=True, help="Start over in an output folder of another run.")
 @click.option("--no-cache", is_flag=True, help="Neither read nor write the response cache.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
@@ -218,7 +226,7 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
             temperature, max_tokens, top_p, seed, timeout, max_attempts, max_response_bytes,
             image_format, max_image_pixels, max_image_side, image_detail, judge, judge_base_url,
             shuffle_options, circular, batch_size, serve, vllm_args, vllm_python, serve_timeout,
-            force, no_cache, no_progress, **hosted) -> None:
+            answer_mode, top_logprobs, force, no_cache, no_progress, **hosted) -> None:
     """Evaluate MODEL on uBench and write samples.jsonl, manifest.json, summaries and the report.
 
     Exit status: 0 every selected item has an answer; 1 the run ended but some items are errors
@@ -239,7 +247,8 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
     if output is None:
         safe = model.replace("/", "_")
         name = Path(prompts[0]).stem if len(prompts) == 1 else "prompts"
-        output = Path("results") / f"{safe}-{name}"
+        mode = "" if answer_mode == "free" else f"-{answer_mode}"
+        output = Path("results") / f"{safe}-{name}{mode}"
     config = RunConfig(
         model=model, output=output, dataset=dataset, revision=revision, prompt=prompts[0],
         base_url=list(base_url) or None, api_key_env=api_key_env,
@@ -254,7 +263,7 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
         force=force, use_cache=not no_cache, progress=not no_progress, judge=judge,
         judge_base_url=judge_base_url, batch_size=batch_size, serve=serve, vllm_args=vllm_args,
         vllm_python=vllm_python, serve_timeout=serve_timeout, export_batch=export_batch,
-        **hosted,
+        answer_mode=answer_mode, top_logprobs=top_logprobs, **hosted,
     )
     if dry_run:
         _dry_run(config, list(prompts))

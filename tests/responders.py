@@ -45,3 +45,42 @@ def sample_oracle(wrong_every: int = 0, invalid_every: int = 0) -> Callable[[dic
             return next(letter for letter in options if letter != right)
         return right
     return respond
+
+
+# Token spellings a letter is given in by `letter_distribution`, as real tokenizers produce them.
+LETTER_FORMS = ("{}", " {}", "({}")
+
+
+def letter_distribution(seed: int = 0, preamble_every: int = 0):
+    """A known token distribution for every sample question, for `logprobs` requests.
+
+    Each letter gets a random weight, the gold letter (found as `sample_oracle` finds it) an extra
+    one, so confidence means something; letters are spelled `A`, ` B`, `(C`, … and the first letter
+    also as ` A` (two tokens, summed); `The` and a newline hold some mass off the letters. Every
+    `preamble_every`-th question first generates a non-letter token (`Answer`), so the answer is the
+    second token; every 11th puts most of its mass on non-letter tokens.
+    """
+    oracle = sample_oracle()
+
+    def distribution(body: dict[str, Any]):
+        text, url = prompt_parts(body)
+        options = dict(_OPTION.findall(text))
+        gold = oracle(body)
+        h = _digest(f"{seed}:{text}:{hashlib.sha256((url or '').encode()).hexdigest()}")
+        weights = {}
+        for i, letter in enumerate(options):
+            weights[LETTER_FORMS[i % 3].format(letter)] = ((h >> (8 * i)) % 97 + 1) / 97
+        first = next(iter(options))
+        weights[f" {first}"] = weights.get(f" {first}", 0) + ((h >> 80) % 13) / 97
+        gold_token = next(t for t in weights if t.strip(" (") == gold)
+        weights[gold_token] += ((h >> 96) % 5) / 2
+        weights["The"] = ((h >> 112) % 29) / 97
+        weights["\n"] = 0.01
+        if h % 11 == 0:  # a model that starts to ramble: the letters lose most of their mass
+            weights.update({"The": 5.0, "I": 4.0, "\n": 3.0})
+        total = sum(weights.values())
+        dist = {t: w / total for t, w in weights.items() if w > 0}
+        if preamble_every and h % preamble_every == 0:
+            return [{"Answer": 0.7, "The": 0.3}, dist]
+        return dist
+    return distribution

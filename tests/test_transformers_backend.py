@@ -12,6 +12,7 @@ pytest.importorskip("torch", reason="the transformers backend needs the 'local' 
 pytest.importorskip("transformers", reason="the transformers backend needs the 'local' extra")
 
 from harness.adapters import AdapterError, ChatRequest, GenerationParams, create_adapter  # noqa: E402
+from harness.adapters.answer_modes import token_letter  # noqa: E402
 from harness.data.images import encode_image  # noqa: E402
 from harness.data.items import iter_examples  # noqa: E402
 from harness.data.sources import iter_rows, resolve_source  # noqa: E402
@@ -148,3 +149,58 @@ def _png_bytes() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (40, 30), (200, 30, 90)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+# --- answer modes -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def merged_letters_model(tmp_path_factory):
+    """A tiny model whose tokenizer spells each letter three ways (`A`, ` A`, `(A`), as real
+    tokenizers do, so a letter's probability is a sum over tokens."""
+    return build_tiny_idefics3(tmp_path_factory.mktemp("models") / "tiny-merged",
+                               letter_merges="ABCDEFGH", init_std=0.5)
+
+
+def test_letter_tokens_are_the_spellings_the_tokenizer_produces(merged_letters_model):
+    adapter = create_adapter(f"transformers/{merged_letters_model}")
+    tokenizer = adapter.processor.tokenizer
+    found = adapter.letter_token_ids("ABC")
+    assert {k: sorted(tokenizer.decode([i]) for i in ids) for k, ids in found.items()} == \
+        {"A": [" A", "(A", "A"], "B": [" B", "(B", "B"], "C": [" C", "(C", "C"]}
+    # What the tokenizer produces for an answer after the assistant prefix is among them.
+    answer = tokenizer.encode("Assistant: B", add_special_tokens=False)[-1]
+    assert answer in found["B"]
+
+
+def test_logprobs_argmax_equals_greedy_choice_under_the_letter_mask(merged_letters_model,
+                                                                    tmp_path):
+    """One forward pass (logprobs) and masked greedy generation (choice) pick the same letter."""
+    _run(merged_letters_model, tmp_path / "probs", "--answer-mode", "logprobs", "--batch-size", "8")
+    _run(merged_letters_model, tmp_path / "choice", "--answer-mode", "choice", "--batch-size", "4")
+    probs = {r["item_id"]: r for r in read_jsonl(tmp_path / "probs" / "samples.jsonl")}
+    choice = {r["item_id"]: r for r in read_jsonl(tmp_path / "choice" / "samples.jsonl")}
+    assert len(probs) == len(choice) == SAMPLE_ITEMS
+    summed_differs = 0
+    for item_id, r in probs.items():
+        letters = "".join(r["options"])
+        assert r["error"] is None and r["usage"]["completion_tokens"] == 0
+        assert sum(r["letter_probs"].values()) == pytest.approx(1.0)
+        assert 0 < r["letter_mass"] <= 1 and r["rule"] == "letter_probs"
+        tops = r["answer_token"]["top_logprobs"]
+        assert len([t for t in tops if token_letter(t["token"], letters)]) == 3 * len(letters)
+        c = choice[item_id]
+        assert c["constraint_followed"] and c["rule"] == "lone_letter"
+        assert c["extracted"] == r["extracted"], item_id
+        # Where the single most probable token names another letter, only the sum decides.
+        best_token = max((t for t in tops if token_letter(t["token"], letters)),
+                         key=lambda t: t["logprob"])
+        summed_differs += token_letter(best_token["token"], letters) != r["extracted"]
+    assert summed_differs > 0, "the test must include items where summing the spellings matters"
+    print(f"\n{SAMPLE_ITEMS} items: choice == logprobs argmax on all; on {summed_differs} the "
+          "most probable single token names another letter")
+    summary = json.loads((tmp_path / "probs" / "summary.json").read_text())
+    assert summary["calibration"]["n_items"] == SAMPLE_ITEMS
+    choice_summary = json.loads((tmp_path / "choice" / "summary.json").read_text())
+    assert choice_summary["invalid_rate"] == 0
+    assert choice_summary["answer_mode"]["n_constraint_violations"] == 0

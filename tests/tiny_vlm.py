@@ -24,15 +24,19 @@ IMAGE_SIZE, PATCH_SIZE, SCALE_FACTOR = 32, 8, 2
 IMAGE_SEQ_LEN = (IMAGE_SIZE // PATCH_SIZE) ** 2 // SCALE_FACTOR ** 2
 
 
-def make_tokenizer():
-    """Byte-level BPE without merges: one token per byte, every string encodable and decodable."""
+def make_tokenizer(letter_merges: str = ""):
+    """Byte-level BPE: one token per byte, every string encodable and decodable. With
+    `letter_merges`, those letters also get the merged tokens GPT-style tokenizers have for an
+    answer letter, ` A` (`ĠA`) and `(A`."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     vocab.update({ch: len(SPECIAL_TOKENS) + i for i, ch in enumerate(alphabet)})
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    merges = [(prefix, letter) for letter in letter_merges for prefix in ("Ġ", "(")]
+    vocab.update({a + b: len(vocab) + i for i, (a, b) in enumerate(merges)})
+    core = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
     return PreTrainedTokenizerFast(
@@ -41,8 +45,11 @@ def make_tokenizer():
         model_max_length=4096, padding_side="left")
 
 
-def build_tiny_idefics3(folder: Path, seed: int = 0) -> Path:
-    """Save a ~0.1M-parameter random Idefics3 model, processor and chat template to `folder`."""
+def build_tiny_idefics3(folder: Path, seed: int = 0, letter_merges: str = "",
+                        init_std: float = 0.02) -> Path:
+    """Save a ~0.1M-parameter random Idefics3 model, processor and chat template to `folder`
+    (`letter_merges`: see `make_tokenizer`; a larger `init_std` makes the random model's answers
+    depend more on the question)."""
     import torch
     from transformers import (
         Idefics3Config,
@@ -51,7 +58,7 @@ def build_tiny_idefics3(folder: Path, seed: int = 0) -> Path:
         Idefics3Processor,
     )
 
-    tokenizer = make_tokenizer()
+    tokenizer = make_tokenizer(letter_merges)
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in SPECIAL_TOKENS}
     image_processor = Idefics3ImageProcessorPil(
         do_image_splitting=False, size={"longest_edge": IMAGE_SIZE},
@@ -68,7 +75,7 @@ def build_tiny_idefics3(folder: Path, seed: int = 0) -> Path:
                      "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
                      "num_key_value_heads": 1, "max_position_embeddings": 4096,
                      "bos_token_id": ids["<|im_start|>"], "eos_token_id": ids["<end_of_utterance>"],
-                     "pad_token_id": ids["<pad>"]},
+                     "pad_token_id": ids["<pad>"], "initializer_range": init_std},
     )
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(config).eval()

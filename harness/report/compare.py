@@ -14,6 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from harness.report.compare_calibration import (
+    calibration_comparison,
+    calibration_html,
+    calibration_markdown,
+)
 from harness.report.results import (
     MANIFEST,
     SAMPLES,
@@ -101,6 +106,7 @@ def compare(paths: list[Path], *, scorer: str = "robust", allow_mixed: bool = Fa
     for d, adjusted in zip(tests, holm([d["p"] for d in tests])):
         d["p_holm"] = adjusted
         d["significant"] = adjusted < ALPHA
+    calibration = calibration_comparison(runs, shared, seed)
     return {
         "scorer": scorer,
         "alpha": ALPHA,
@@ -113,6 +119,7 @@ def compare(paths: list[Path], *, scorer: str = "robust", allow_mixed: bool = Fa
                   "options_order": run.manifest.get("options_order"),
                   "n_scored": len(run.scored), "cost_usd": _cost(run)} for run in runs],
         "groups": rows,
+        **({"calibration": calibration} if calibration else {}),
     }
 
 
@@ -195,6 +202,7 @@ def compare_markdown(result: dict[str, Any]) -> str:
                    for d in row["differences"] if d["significant"]]
     lines += ["", "Significant after Holm: " + (", ".join(significant) if significant else
                                                 "none") + "."]
+    lines += calibration_markdown(result)
     return "\n".join(lines) + "\n"
 
 
@@ -216,6 +224,7 @@ def compare_html(result: dict[str, Any]) -> str:
         classes.append("significant" if any(d["significant"] for d in row["differences"])
                        else "")
     body = (runs + f"<p>{html.escape(_explanation(result))} Rows with a significant difference "
-            "are highlighted.</p>" + table(_headers(result), rows, "compare", classes))
+            "are highlighted.</p>" + table(_headers(result), rows, "compare", classes)
+            + calibration_html(result, table))
     return html_page(f"uBench comparison: {', '.join(r['label'] for r in result['runs'])}", body)
 

@@ -16,6 +16,7 @@ from harness.report.results import (
 )
 from harness.report.run_report import write_report
 from harness.report.tables import summary_markdown
+from harness.score.calibration import answer_mode_summary, calibration_summary
 from harness.score.judge import judge_summary
 from harness.score.pricing import manifest_price
 from harness.score.scoring import summarize
@@ -38,6 +39,10 @@ def finalize(out: Path) -> dict[str, Any]:
         except ValueError:
             estimate = None
         summary["estimate_check"] = estimate_check(estimate, summary["usage"])
+    if modes := answer_mode_summary(records):
+        summary["answer_mode"] = modes
+    if calibration := calibration_summary(records, seed=seed):
+        summary["calibration"] = calibration
     write_json(out / SUMMARY_JSON, summary)
     write_text(out / SUMMARY_MD, summary_markdown(summary, manifest))
     write_report(out, summary=summary, records=records)

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from harness.data.items import COARSE_TYPES, image_bytes_of, image_id_of
 from harness.data.sources import DatasetSource, iter_rows, parquet_files, resolve_source
+from harness.report.calibration_report import calibration_html, write_calibration_plots
 from harness.report.results import MANIFEST, SUMMARY_JSON, latest_records, read_json, write_text
 from harness.report.tables import fmt, interval, pct
 from harness.score.parsing import INVALID_PREFIX
@@ -66,6 +67,7 @@ def write_report(run_dir: Path, *, summary: dict[str, Any] | None = None,
         _title(manifest),
         _header(manifest, summary)
         + _results_sections(summary)
+        + calibration_html(summary, table)
         + _plots_section(plots, plot_note)
         + _browser_section(records, shown, thumbs, thumb_note)
         + _section("Manifest", f"<pre>{html.escape(json.dumps(manifest, indent=2))}</pre>"
@@ -126,6 +128,7 @@ def write_plots(summary: dict[str, Any], records: list[dict[str, Any]],
     paths = iter(plots.values())
     _plot_accuracy(Figure, summary, next(paths))
     _plot_confusion(Figure, records, next(paths))
+    plots.update(write_calibration_plots(Figure, summary, records, folder))
     return plots, None
 
 

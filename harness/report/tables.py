@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.data.items import COARSE_TYPES, FINE_TOTAL_EXCLUDED
+from harness.report.calibration_report import calibration_markdown
 from harness.score.usage import usage_text
 
 
@@ -84,6 +85,8 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
                   f"out), robust scorer: coarse {fmt(robust.get('coarse'))} (chance "
                   f"{pct(robust.get('coarse', {}).get('chance'))}), fine "
                   f"{fmt(robust.get('fine'))}. Accuracy per rotation: {rotations}."]
+    if calibration := calibration_markdown(summary):
+        lines += ["", *calibration]
     lines += ["", "## Parser rules (robust scorer)", "", "| rule | n | accuracy |", "|---|---|---|"]
     for rule, info in summary["rules"].items():
         lines.append(f"| {rule} | {info['n']} | {pct(info['accuracy'])} |")

@@ -188,11 +188,12 @@ class CachedAdapter(Adapter):
             return ChatResponse(text=hit["text"], finish_reason=hit["finish_reason"],
                                 usage=hit["usage"], latency_s=hit["latency_s"], attempts=0,
                                 meta={"cache": "hit", "cache_key": key},
-                                redacted=bool(hit.get("redacted")))
+                                redacted=bool(hit.get("redacted")), logprobs=hit.get("logprobs"))
         response = await self.inner.complete(request)
         self.cache.put(key, {"text": response.text, "finish_reason": response.finish_reason,
                              "usage": response.usage, "latency_s": response.latency_s,
-                             "redacted": response.redacted})
+                             "redacted": response.redacted,
+                             **({"logprobs": response.logprobs} if response.logprobs else {})})
         response.meta.update({"cache": "miss", "cache_key": key})
         return response
 

@@ -25,6 +25,11 @@ from harness.adapters import (
     create_adapter,
     split_spec,
 )
+from harness.adapters.answer_modes import (
+    DEFAULT_TOP_LOGPROBS,
+    OPENAI_MAX_TOP_LOGPROBS,
+    unsupported,
+)
 from harness.adapters.redact import redact_argv
 from harness.adapters.reply import MAX_RESPONSE_BYTES
 from harness.data import options_order
@@ -109,6 +114,10 @@ class RunAborted(RunError):
         return 1 if self.answered else 3
 
 
+class UnsupportedAnswerMode(InputError):
+    """The model or provider lacks what --answer-mode needs (refused before any request)."""
+
+
 @dataclass
 class RunConfig:
     model: str
@@ -161,11 +170,16 @@ class RunConfig:
     max_cost: float | None = None
     batch_online_fallback: bool = False  # what the batches could not answer, asked online
     export_batch: bool = False  # with batch: only write the request files (harness.run.offline_batch)
+    answer_mode: str = "free"  # free | choice | logprobs (harness.adapters.answer_modes)
+    top_logprobs: int | None = None  # logprobs mode; default 20 (OpenAI's maximum)
     command_line: list[str] = field(default_factory=lambda: list(sys.argv))
 
     @property
     def params(self) -> GenerationParams:
-        return GenerationParams(self.temperature, self.max_tokens, self.top_p, self.seed)
+        top_logprobs = (self.top_logprobs or DEFAULT_TOP_LOGPROBS) \
+            if self.answer_mode == "logprobs" else None
+        return GenerationParams(self.temperature, self.max_tokens, self.top_p, self.seed,
+                                self.answer_mode, top_logprobs)
 
 
 @dataclass
@@ -213,6 +227,7 @@ def run_prompts(config: RunConfig, prompts: list[str]) -> dict[str, dict[str, An
 
 
 def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+    check_answer_mode(config)
     folders = dict.fromkeys([Path(config.output), *(out for _, out in specs)])
     try:
         with ExitStack() as locks:
@@ -230,6 +245,25 @@ def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str
         print(f"\nInterrupted. Everything finished so far is saved in {config.output}; "
               "run the same command again to resume.", file=sys.stderr)
         raise
+
+
+def check_answer_mode(config: RunConfig) -> None:
+    """Refuse, before any server starts or request goes out, a mode the model cannot answer in."""
+    provider, model = split_spec(config.model)
+    urls = [config.base_url] if isinstance(config.base_url, str) else config.base_url or [None]
+    for url in urls:
+        if missing := unsupported(provider, model, url, config.answer_mode):
+            raise UnsupportedAnswerMode(f"--answer-mode {config.answer_mode}: {config.model} "
+                                        f"lacks {missing}")
+    if config.top_logprobs is not None and config.answer_mode != "logprobs":
+        raise UnsupportedAnswerMode("--top-logprobs needs --answer-mode logprobs")
+    if provider not in ("vllm", "transformers") and \
+            (config.top_logprobs or 0) > OPENAI_MAX_TOP_LOGPROBS:
+        raise UnsupportedAnswerMode(f"--top-logprobs {config.top_logprobs}: the OpenAI API "
+                                    f"returns at most {OPENAI_MAX_TOP_LOGPROBS}")
+    if config.answer_mode != "free" and (config.batch or config.export_batch):
+        raise UnsupportedAnswerMode(f"--answer-mode {config.answer_mode}: batch runs read "
+                                    "free-text answers only; run it online")
 
 
 @contextmanager
@@ -657,8 +691,8 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
         return record
     if len(response.text) > PARSE_IN_THREAD_CHARS:  # never stall the other requests
         extraction = await asyncio.to_thread(parse_answer, response.text, item.option_map)
-        return answered(record, response, extraction)
-    return answered(record, response)
+        return answered(record, response, extraction, config.answer_mode)
+    return answered(record, response, answer_mode=config.answer_mode)
 
 
 def base_record(item: Item, template: Template) -> dict[str, Any]:
@@ -723,6 +757,8 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
                   "max_side": config.max_image_side},
         "options_order": {"shuffle_seed": config.shuffle_options, "circular": config.circular},
         "pricing": _price(config),
+        "answer_mode": {"mode": config.answer_mode,
+                        "top_logprobs": config.params.top_logprobs},
         "runtime": {"concurrency": config.concurrency, "timeout_s": config.timeout,
                     "max_attempts": config.max_attempts, "batch_size": config.batch_size,
                     "adaptive_concurrency": config.adaptive_concurrency, "batch": config.batch,

@@ -79,7 +79,7 @@ def run_config(study: Study, pipe: Pipeline, *, progress: bool = False) -> RunCo
         top_p=gen.get("top_p"), seed=pipe.seed, timeout=gen.get("timeout", 120.0),
         max_attempts=gen.get("max_attempts", 6), shuffle_options=shuffle,
         circular=order.endswith("circular"), progress=progress, serve=m.serve,
-        vllm_args=m.vllm_args, vllm_python=m.vllm_python,
+        vllm_args=m.vllm_args, vllm_python=m.vllm_python, answer_mode=pipe.answer_mode,
         command_line=[*sys.argv, f"(study cell {pipe.model.label}/{pipe.condition})"])
 
 

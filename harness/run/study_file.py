@@ -14,9 +14,9 @@ from typing import Any
 import jsonschema
 import yaml
 
+from harness.adapters.answer_modes import ANSWER_MODES
 from harness.prompts import TemplateError, load_template
 
-ANSWER_MODES = ("free",)  # other modes arrive with `--answer-mode` (see the README)
 OPTION_ORDER = re.compile(r"^(stored|circular|shuffle:-?\d+(\+circular)?)$")
 
 SCHEMA: dict[str, Any] = {

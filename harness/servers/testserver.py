@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import math
 import random
 import re
 import threading
@@ -25,6 +26,8 @@ from aiohttp import web
 from harness.servers.hostile import HOSTILE, hostile_reply
 
 Responder = Callable[[dict[str, Any]], str]
+# Token → probability at each generated position (one dict: a one-token answer).
+Distribution = Callable[[dict[str, Any]], "dict[str, float] | list[dict[str, float]]"]
 _OPTION_LINE = re.compile(r"^\(?([A-H])[\)\.]\s", re.M)
 _OPTION_TEXT = re.compile(r"^\(?([A-H])[\)\.]\s+(.+)$", re.M)
 # How chat VLMs actually answer (each read by the parser): `mixed` picks one per request.
@@ -143,6 +146,10 @@ class Behaviour:
     retry_after_s: float = 0.1
     require_key: str | None = None  # answer 401 unless `Authorization: Bearer <key>`
     headers: dict[str, str] | None = None  # sent with every answer (e.g. x-ratelimit-*)
+    # Answer modes (adapters.answer_modes): the token distribution that `logprobs` requests get
+    # (the answer is then its most probable tokens), and whether to ignore a choice constraint.
+    distribution: Distribution | None = None
+    ignore_constraints: bool = False
     _rng: random.Random | None = None
 
     def draw_fault(self) -> str | None:
@@ -201,12 +208,17 @@ def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
         if fault:
             stats.faults[fault] += 1
             return await _fault(fault, request, behaviour)
-        answer = behaviour.responder(body)
+        try:
+            answer, logprobs = answer_in_mode(body, behaviour)
+        except ValueError as exc:  # as vLLM and OpenAI refuse a malformed constraint
+            return web.json_response({"error": {"message": str(exc)}}, status=400)
         stats.answered[key] += 1
         usage = usage_for(key, answer, behaviour.usage_details) if behaviour.usage else None
         tally_usage(stats, usage)
-        return web.json_response(completion(body.get("model", "test"), answer, usage),
-                                 headers=behaviour.headers)
+        reply = completion(body.get("model", "test"), answer, usage)
+        if logprobs is not None:
+            reply["choices"][0]["logprobs"] = {"content": logprobs}
+        return web.json_response(reply, headers=behaviour.headers)
 
     async def models(request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{"id": "test", "object": "model"}]})
@@ -272,6 +284,75 @@ def tally_usage(stats: Stats, usage: dict[str, Any] | None) -> None:
     stats.usage["cached_tokens"] += usage.get("prompt_tokens_details", {}).get("cached_tokens", 0)
     stats.usage["reasoning_tokens"] += usage.get("completion_tokens_details", {}).get(
         "reasoning_tokens", 0)
+
+
+def _choice_list(body: dict[str, Any]) -> tuple[list[str] | None, bool]:
+    """The letters a request constrains its answer to, and whether the reply is JSON: vLLM's
+    `structured_outputs.choice` or OpenAI's `response_format` JSON schema with an enum."""
+    structured = body.get("structured_outputs")
+    if structured is not None:
+        choice = structured.get("choice") if isinstance(structured, dict) else None
+        if not (isinstance(choice, list) and choice and all(isinstance(c, str) for c in choice)):
+            raise ValueError("structured_outputs.choice must be a non-empty list of strings")
+        return choice, False
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None, False
+    try:
+        assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+        schema = fmt["json_schema"]["schema"]
+        assert schema["required"] == ["answer"] and schema["additionalProperties"] is False
+        enum = schema["properties"]["answer"]["enum"]
+        assert isinstance(enum, list) and enum and all(isinstance(c, str) for c in enum)
+    except (AssertionError, KeyError, TypeError):
+        raise ValueError("response_format: expected a strict json_schema with an 'answer' enum"
+                         ) from None
+    return enum, True
+
+
+def _logprobs_content(positions: list[dict[str, float]], top: int) -> list[dict[str, Any]]:
+    """OpenAI's `logprobs.content`: per position the chosen (most probable) token and the top
+    `top` alternatives, most probable first."""
+    content = []
+    for dist in positions:
+        ranked = sorted(dist.items(), key=lambda kv: -kv[1])
+        content.append({"token": ranked[0][0], "logprob": math.log(ranked[0][1]),
+                        "bytes": list(ranked[0][0].encode()),
+                        "top_logprobs": [{"token": t, "logprob": math.log(p),
+                                          "bytes": list(t.encode())} for t, p in ranked[:top]]})
+    return content
+
+
+def answer_in_mode(body: dict[str, Any], behaviour: Behaviour
+                   ) -> tuple[str, list[dict[str, Any]] | None]:
+    """The answer text, constrained as the request asks unless told to ignore it, and the
+    `logprobs.content` a `logprobs` request gets (from `behaviour.distribution` when set)."""
+    choices, as_json = _choice_list(body)
+    logprobs = None
+    if body.get("logprobs"):
+        top = body.get("top_logprobs", 0)
+        if not isinstance(top, int) or isinstance(top, bool) or not 0 <= top <= 20:
+            raise ValueError("top_logprobs must be an integer between 0 and 20")
+        if behaviour.distribution is not None:
+            dist = behaviour.distribution(body)
+            positions = dist if isinstance(dist, list) else [dist]
+            logprobs = _logprobs_content(positions, top)
+            answer = "".join(entry["token"] for entry in logprobs)
+        else:
+            answer = behaviour.responder(body)
+            logprobs = [{"token": answer, "logprob": 0.0, "bytes": list(answer.encode()),
+                         "top_logprobs": [{"token": answer, "logprob": 0.0}][:top]}]
+    else:
+        answer = behaviour.responder(body)
+    if choices is not None and not behaviour.ignore_constraints:
+        # The constraint allows only a listed string: keep an answer that is one, else the
+        # listed string the answer starts with, else the first listed one.
+        stripped = answer.strip()
+        answer = stripped if stripped in choices else next(
+            (c for c in choices if stripped.startswith(c)), choices[0])
+        if as_json:
+            answer = orjson.dumps({"answer": answer}).decode()
+    return answer, logprobs
 
 
 def completion(model: str, text: str, usage: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,0 +1,111 @@
+"""Calibration in `ubench compare`: for runs that all have letter probabilities (`--answer-mode
+logprobs`), each run's accuracy, Brier score and ECE side by side, and each run's Brier score paired
+with the reference's on the same items, as accuracies are: the difference with a 95% CI that
+resamples images and a sign-flip test by image, Holm-adjusted over the Brier tests."""
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import numpy as np
+
+from harness.score.calibration import (
+    GROUP_HEADS,
+    N_BINS,
+    ItemArrays,
+    has_letter_probs,
+    point_metrics,
+)
+from harness.score.scoring import group_order, paper_groups
+from harness.score.stats import cluster_bootstrap, cluster_codes, holm, paired_sign_flip_test
+
+ALPHA = 0.05
+
+
+def calibration_comparison(runs: list, shared: list[str], seed: int = 0) -> dict[str, Any] | None:
+    """The calibration part of a comparison; None unless every run has letter probabilities on
+    some of the shared items (only items with them in every run are used)."""
+    items = [i for i in shared if all(has_letter_probs(run.scored[i]) for run in runs)]
+    if not items:
+        return None
+    arrays = [ItemArrays([run.scored[i] for i in items], N_BINS) for run in runs]
+    reference = [runs[0].scored[i] for i in items]
+    images = cluster_codes(np.array([r["image_id"] for r in reference]))
+    groups = {"all": list(range(len(items)))}
+    groups.update({n: idx for n, idx in sorted(paper_groups(reference).items(),
+                                                key=lambda kv: group_order(kv[0]))
+                   if n.split("/")[0] in GROUP_HEADS})
+    rows = []
+    for name, idx in groups.items():
+        idx = np.array(idx, dtype=int)
+        metrics = [point_metrics(ItemArrays([run.scored[items[i]] for i in idx], N_BINS))
+                   for run in runs]
+        differences = []
+        for run, other in zip(runs[1:], arrays[1:]):
+            ci = cluster_bootstrap(other.brier[idx] - arrays[0].brier[idx], images[idx],
+                                   seed=seed)
+            differences.append({"run": run.label, "difference": ci["mean"],
+                                "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
+                                "p": paired_sign_flip_test(other.brier[idx],
+                                                           arrays[0].brier[idx], images[idx],
+                                                           seed=seed)})
+        rows.append({"group": name, "n": int(idx.size),
+                     **{key: [m[key] for m in metrics] for key in ("accuracy", "brier", "ece")},
+                     "differences": differences})
+    tests = [d for row in rows for d in row["differences"]]
+    for d, adjusted in zip(tests, holm([d["p"] for d in tests])):
+        d["p_holm"] = adjusted
+        d["significant"] = adjusted < ALPHA
+    return {"n_items": len(items), "n_tests": len(tests), "groups": rows}
+
+
+def _headers(labels: list[str]) -> list[str]:
+    head = ["group", "n"]
+    for label in labels:
+        head += [f"{label} acc %", f"{label} Brier", f"{label} ECE %"]
+    for label in labels[1:]:
+        head += [f"Brier {label} − {labels[0]} [95% CI]", "p", "p Holm"]
+    return head
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    cells = [row["group"], str(row["n"])]
+    for acc, brier, ece in zip(row["accuracy"], row["brier"], row["ece"]):
+        cells += [f"{100 * acc:.2f}", f"{brier:.4f}", f"{100 * ece:.2f}"]
+    for d in row["differences"]:
+        mark = "**" if d["significant"] else ""
+        cells += [f"{mark}{d['difference']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]{mark}",
+                  f"{d['p']:.3g}", f"{mark}{d['p_holm']:.3g}{mark}"]
+    return cells
+
+
+def _explanation(part: dict[str, Any], reference: str) -> str:
+    return (f"Calibration on the {part['n_items']} shared items with letter probabilities in every "
+            "run (prediction = argmax; Brier summed over options, lower is better; ECE with "
+            f"{N_BINS} bins). Brier differences are run − {reference}, with a 95% CI that "
+            "resamples images; p is a sign-flip test by image (10,000 seeded draws), "
+            f"Holm-adjusted over the {part['n_tests']} Brier tests.")
+
+
+def calibration_markdown(result: dict[str, Any]) -> list[str]:
+    part = result.get("calibration")
+    if not part:
+        return []
+    labels = [r["label"] for r in result["runs"]]
+    head = _headers(labels)
+    lines = ["", "## Calibration", "", _explanation(part, labels[0]), "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in part["groups"]]
+    return lines
+
+
+def calibration_html(result: dict[str, Any], table) -> str:
+    part = result.get("calibration")
+    if not part:
+        return ""
+    labels = [r["label"] for r in result["runs"]]
+    rows = [[html.escape(c.replace("**", "")) for c in _cells(row)] for row in part["groups"]]
+    classes = ["significant" if any(d["significant"] for d in row["differences"]) else ""
+               for row in part["groups"]]
+    return (f"<h2>Calibration</h2><p>{html.escape(_explanation(part, labels[0]))}</p>"
+            + table(_headers(labels), rows, "compare", classes))
