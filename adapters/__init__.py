@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
+from harness import config
+
 from .base import Adapter, AdapterError, ChatRequest, ChatResponse, GenerationParams
 from .presets import PRESETS
 
@@ -29,8 +31,9 @@ def split_spec(spec: str) -> tuple[str, str]:
 
 
 def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
-                   api_key_env: str | None = None, seed: int | None = 0, timeout: float = 120.0,
-                   concurrency: int = 32, image_detail: str | None = None,
+                   api_key_env: str | None = None, seed: int | None = 0,
+                   timeout: float = config.TIMEOUT_S, concurrency: int = config.CONCURRENCY,
+                   image_detail: str | None = None,
                    batch_size: int = 8, reasoning_effort: str | None = None,
                    extra_body: dict | None = None, api_version: str | None = None,
                    max_response_bytes: int | None = None) -> Adapter:

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
+from harness import config
+
 from .answer_modes import request_fields
 from .base import Adapter, AdapterError, ChatRequest, ChatResponse
 from .redact import redact_text, redact_url
@@ -46,8 +48,8 @@ def _json_string(text: str) -> bytes:
 
 class OpenAICompatAdapter(Adapter):
     def __init__(self, spec: str, model: str, *, base_url: str | None, api_key: str | None,
-                 timeout: float = 120.0, image_detail: str | None = "high",
-                 concurrency: int = 32, query: str = "", auth: str = "bearer",
+                 timeout: float = config.TIMEOUT_S, image_detail: str | None = "high",
+                 concurrency: int = config.CONCURRENCY, query: str = "", auth: str = "bearer",
                  reasoning: bool = False, reasoning_effort: str | None = None,
                  extra_body: dict[str, Any] | None = None, key_env: str | None = None,
                  max_response_bytes: int = MAX_RESPONSE_BYTES):
@@ -302,8 +304,6 @@ def _server_message(status: int, raw: str) -> str:
 
 
 def _retry_after(headers) -> float | None:
-    value = headers.get("retry-after") if headers is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
+    from harness.run.retry import retry_after_seconds  # the retry policy reads the header
+
+    return retry_after_seconds(headers.get("retry-after") if headers is not None else None)

@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import harness.adapters.openai_compat as openai_compat  # noqa: E402
+import harness.report.finalize as finalize_module  # noqa: E402
 import harness.report.run_report as report_module  # noqa: E402
 import harness.run.runner as runner  # noqa: E402
 from harness.cli import main  # noqa: E402
@@ -137,7 +138,7 @@ if __name__ == "__main__":
     runner._encode = counting_encode
     runner.iter_examples = timed_examples
     runner.finalize = timed_finalize
-    report_module.write_report = timed_report
+    report_module.write_report = finalize_module.write_report = timed_report
     runner._count_items = timed_count
     openai_compat.OpenAICompatAdapter.complete = noting_complete
     atexit.register(report, Path(sys.argv[1]))

@@ -82,12 +82,16 @@ def test_server(latency_s: float) -> Iterator[str]:
 
 
 def ensure_replica(path: Path) -> str:
+    """Reuse a replica there (any size: `bench/make_replica.py --rows N` makes a smaller one)."""
     shards = sorted(path.glob("ubench-replica-*.parquet"))
-    if shards and shards[0].name.endswith(f"-of-{len(shards):05d}.parquet") and len(shards) == 17:
-        return "reused"
+    if shards and shards[0].name.endswith(f"-of-{len(shards):05d}.parquet"):
+        import pyarrow.parquet as pq
+
+        rows = sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
+        return f"{rows:,} rows, reused"
     start = time.time()
     write_replica(path, REPLICA_ROWS, workers=os.cpu_count() or 2)
-    return f"generated in {time.time() - start:.0f} s"
+    return f"{REPLICA_ROWS:,} rows, generated in {time.time() - start:.0f} s"
 
 
 def export_subset(replica: Path, n: int) -> Path:
@@ -151,10 +155,11 @@ def run_ours(name: str, url: str, replica: Path, limit: int | None,
             "accuracy": sum(bool(r.get("correct")) for r in records) / len(records)}
 
 
-def run_bare(kind: str, url: str, subset: Path) -> dict[str, Any]:
-    answers = OUT / "runs" / f"bare-{kind}.jsonl"
+def run_bare(kind: str, url: str, subset: Path, name: str = "") -> dict[str, Any]:
+    name = name or f"bare-{kind}"
+    answers = OUT / "runs" / f"{name}.jsonl"
     result = measured([PY, str(PEERS / "bare_loop.py"), kind, str(subset), url, "64", str(answers)],
-                      log=OUT / "runs" / f"bare-{kind}.log")
+                      log=OUT / "runs" / f"{name}.log")
     records = [json.loads(line) for line in answers.open()]
     return {**result, "items": len(records),
             "accuracy": sum(r["correct"] for r in records) / len(records)}
@@ -235,6 +240,41 @@ def speed_line(label: str, r: dict[str, Any], latency_s: float) -> str:
             f"(max {p['max_encodes_per_image']}) |")
 
 
+def phase_line(label: str, r: dict[str, Any], latency_s: float, floor: dict[str, Any]) -> str:
+    """Whole run (process start → exit) against the request phase (first request → last answer),
+    and the share of the run spent before the first request and after the last answer."""
+    n, wall = r["items"], r["wall_s"]
+    bound = n * latency_s / 64
+    floor_eff = floor["items"] * latency_s / 64 / floor["wall_s"]
+    p = r.get("probe")
+    if p is None:  # the bare loop: only its whole run is known
+        return (f"| {label} | {n:,} | {bound:.1f} | {wall:.1f} | {bound / wall:.3f} | "
+                f"{bound / wall / floor_eff:.3f} | – | – | – | – | – | – |")
+    before = p["first_request"] - r["start"]
+    after = r["start"] + wall - p["last_response"]
+    steady = p["last_response"] - p["first_request"]
+    rss_req, rss_end = p.get("max_rss_mb_at_last") or 0, p["max_rss_mb"]
+    return (f"| {label} | {n:,} | {bound:.1f} | {wall:.1f} | **{bound / wall:.3f}** | "
+            f"{bound / wall / floor_eff:.3f} | {bound / steady:.3f} | {before:.2f} | "
+            f"{after:.2f} | **{100 * (before + after) / wall:.1f}%** | "
+            f"{p['summary_wall_s']:.2f} / {p['report_wall_s']:.2f} | "
+            f"{rss_req:,.0f} / {rss_end:,.0f} (**{rss_end / rss_req if rss_req else 0:.2f}×**) |")
+
+
+def print_phases(runs: dict[str, dict[str, Any]], latency_s: float) -> None:
+    print(f"\nThe whole run at L = {latency_s * 1e3:.0f} ms, concurrency 64, against N·L/C; the bare "
+          "aiohttp loop on the same items and server is the floor. Targets: whole-run efficiency "
+          "≥ 0.90, start + end ≤ 3% of the run, peak RSS at the end ≤ 1.2× the request phase's.\n")
+    print("| run | items | bound N·L/C s | wall s, process start → exit | whole-run efficiency | "
+          "÷ the floor's | request-phase efficiency | before first request s | "
+          "after last answer s | start + end share | finalize / report s | "
+          "peak RSS MB: requests / end (ratio) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(phase_line("ubench run", runs["lat"], latency_s, runs["bare-lat"]))
+    print(phase_line("bare aiohttp + orjson loop (the floor)", runs["bare-lat"], latency_s,
+                     runs["bare-lat"]))
+
+
 def cpu_line(label: str, r: dict[str, Any]) -> str:
     """Where the harness's CPU went: ms per item, then one-off costs in seconds."""
     p, n = r["probe"], r["items"]
@@ -258,14 +298,25 @@ def main(argv: list[str] | None = None) -> None:
                         help="items for the 0 ms run that measures RSS and time to first request")
     parser.add_argument("--peers", default="bare-aiohttp,bare-sdk,inspect_ai,lmms_eval",
                         help="comma list of peers to compare (empty for none)")
+    parser.add_argument("--phases-only", action="store_true",
+                        help="only the L = 200 ms run and its bare-loop floor (the phases table)")
     args = parser.parse_args(argv)
     (OUT / "runs").mkdir(parents=True, exist_ok=True)
     limit = lambda v: None if v == "all" else int(v)  # noqa: E731
 
     replica_state = ensure_replica(args.replica)
+    runs: dict[str, dict[str, Any]] = {}
+    if args.phases_only:
+        lat_subset = export_subset(args.replica, int(args.latency_items))
+        with test_server(0.2) as url:
+            runs["lat"] = run_ours("ours-L200", url, args.replica, limit(args.latency_items))
+            runs["bare-lat"] = run_bare("aiohttp", url, lat_subset, "bare-aiohttp-L200")
+        (OUT / "runs" / "bench-phases.json").write_text(json.dumps(runs, indent=2))
+        print(f"\nReplica: {replica_state}; {os.cpu_count()} cores.")
+        print_phases(runs, 0.2)
+        return
     subset = export_subset(args.replica, args.items)
     peers = [p for p in args.peers.split(",") if p]
-    runs: dict[str, dict[str, Any]] = {}
     with test_server(0.0) as url:
         runs["full0"] = run_ours("ours-full-L0", url, args.replica, limit(args.full_items))
         runs["ours"] = run_ours("ours-subset-L0", url, args.replica, args.items)
@@ -277,10 +328,12 @@ def main(argv: list[str] | None = None) -> None:
                           "lmms_eval": run_lmms}[peer](url, subset)
     with test_server(0.2) as url:
         runs["lat"] = run_ours("ours-L200", url, args.replica, limit(args.latency_items))
+        runs["bare-lat"] = run_bare("aiohttp", url, export_subset(args.replica, runs["lat"]["items"]),
+                                    "bare-aiohttp-L200")
     (OUT / "runs" / "bench.json").write_text(json.dumps(runs, indent=2))
 
     full = runs["full0"]["items"]
-    print(f"\nReplica: {REPLICA_ROWS:,} rows ({replica_state}); test server in its own process "
+    print(f"\nReplica: {replica_state}; test server in its own process "
           f"(style `first`); concurrency 64; {os.cpu_count()} cores; ubench with its defaults "
           "(response cache on, empty).\n")
     print("| run | items | errors | wall s | items/s | items/s, first request → last answer | "
@@ -304,6 +357,7 @@ def main(argv: list[str] | None = None) -> None:
     print(cpu_line("L = 200 ms", runs["lat"]))
     print(cpu_line(f"L = 0, first {args.items:,}", runs["ours"]))
     print(cpu_line(f"L = 0, first {args.items:,}, --no-cache", runs["nocache"]))
+    print_phases(runs, 0.2)
     ours = runs["ours"]
     print(f"\nSide by side on the same {ours['items']:,} items, same server, L = 0, "
           "concurrency 64 (ratios: peer ÷ ubench):\n")

@@ -8,7 +8,7 @@ from typing import Iterator
 
 import click
 
-from harness import __version__
+from harness import __version__, config
 from harness.data.items import QUESTION_TYPES
 from harness.data.sources import DatasetLoadError
 from harness.run import exit_codes
@@ -123,22 +123,25 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N items.")
 @click.option("--shard", default=None, metavar="K/N",
               help="Run only slice K of N (split by image); combine with `ubench merge`.")
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=config.CONCURRENCY,
+              show_default=True,
               help="Requests in flight at once.")
 @click.option("--adaptive-concurrency", is_flag=True,
               help="Grow while latency stays flat, back off on 429s and timeouts "
                    "(--concurrency is the ceiling).")
 @click.option("--temperature", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Sampling temperature (>= 0).")
-@click.option("--max-tokens", type=click.IntRange(min=1), default=1024, show_default=True,
+@click.option("--max-tokens", type=click.IntRange(min=1), default=config.MAX_TOKENS,
+              show_default=True,
               help="Most tokens the model may generate per answer.")
 @click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Nucleus sampling, in (0, 1] (default: the server's).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the request, the random baseline and the bootstrap.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=120.0,
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=config.TIMEOUT_S,
               show_default=True, help="Per-request timeout in seconds (> 0).")
-@click.option("--max-attempts", type=click.IntRange(min=1), default=6, show_default=True,
+@click.option("--max-attempts", type=click.IntRange(min=1), default=config.MAX_ATTEMPTS,
+              show_default=True,
               help="Attempts per request (429, 5xx, timeouts and bad replies are retried).")
 @click.option("--max-response-bytes", type=click.IntRange(min=1024), default=8 * 1024 * 1024,
               show_default=True, help="A reply body larger than this is that item's error "
@@ -416,10 +419,11 @@ def extract_cmd(source: Path, target: Path, judge: str | None, judge_base_url: s
     click.echo(summary_text(stats, target))
 @main.command("report")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--max-samples", type=click.IntRange(min=0), default=10_000, show_default=True,
+@click.option("--max-samples", type=click.IntRange(min=0), default=config.BROWSER_LIMIT,
+              show_default=True,
               help="Samples embedded in the browser (0 = all); all are in samples.parquet.")
 @click.option("--no-thumbnails", is_flag=True,
-              help="Do not read the run's dataset again for image thumbnails (e.g. offline).")
+              help="Leave the image thumbnails out of report.html (a smaller page).")
 def report_cmd(run_dir: Path, max_samples: int, no_thumbnails: bool) -> None:
     """Write report.html, summary.csv, samples.parquet and plots/ into RUN_DIR."""
     import time

@@ -78,7 +78,12 @@ def test_compare_refuses_other_dataset_revisions_unless_allowed(runs, tmp_path):
     assert "--allow-mixed" in proc.stderr
     ubench("compare", str(runs["random0"]), str(other), "--allow-mixed",
            "--output", str(tmp_path))
-    assert (tmp_path / "compare.html").exists()
+    result = json.loads((tmp_path / "compare.json").read_text())
+    assert [r["revision"] for r in result["runs"]] == [
+        json.loads((runs["random0"] / "manifest.json").read_text())["dataset"]["revision"],
+        "sample-sha256:0000000000000000"]
+    assert result["n_shared"] == 136 and result["n_tests"] == len(result["groups"]) > 0
+    assert "sample-sha256:0000000000000000" in (tmp_path / "compare.html").read_text()
 
 
 def test_compare_uses_only_shared_items_and_three_runs(runs, tmp_path):

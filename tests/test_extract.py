@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-from harness.score.parsing import parse_answer
 from tests.conftest import read_jsonl, ubench
 from tests.test_parsing import CORPUS
 
@@ -64,8 +63,10 @@ def test_extract_audits_the_parser_on_a_whole_corpus(tmp_path):
     assert len(out) == len(source)
     for before, after in zip(source, out):
         assert {k: after[k] for k in before} == before
-        got = parse_answer(before["response"], before["options"])
-        assert (after["extracted"], after["rule"]) == (got.letter, got.rule)
+        assert (after["extracted"] is None) == after["rule"].startswith("invalid:"), after
+    # Checked against the corpus's own labels, not against the parser.
+    agree = sum(after["extracted"] == before["label"] for before, after in zip(source, out))
+    assert agree == len(source)  # the parser's own floor: every corpus style read right
     assert f"{len(source)} lines: {len(source)} parsed, 0 malformed" in proc.stdout
 
 

@@ -277,12 +277,6 @@ def test_clean_drops_an_echoed_prompt_and_cuts_an_invented_question():
     assert parse_answer(refused, BLOOD).rule == INVALID_PREFIX + "refusal"
 
 
-def test_clean_keeps_the_raw_response_untouched():
-    raw = "<think>x</think> B<|im_end|>"
-    clean(raw, BLOOD)
-    assert raw == "<think>x</think> B<|im_end|>"
-
-
 # --- the cascade ----------------------------------------------------------------------------------
 
 

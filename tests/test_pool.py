@@ -177,6 +177,7 @@ def test_cli_run_survives_a_server_stopped_mid_run(tmp_path):
         deadline = time.monotonic() + 60
         while doomed.stats.requests < 10 and time.monotonic() < deadline:
             time.sleep(0.01)
+        assert doomed.stats.requests >= 10, "the run never reached the doomed replica"
         doomed.stop()
         stopped_at = doomed.stats.requests
         stdout, stderr = proc.communicate(timeout=120)

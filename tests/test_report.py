@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from harness.servers.testserver import TestServer
-from tests.conftest import read_jsonl, ubench
+from tests.conftest import need, read_jsonl, ubench
 from tests.responders import sample_oracle
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -81,16 +81,14 @@ def test_run_writes_the_report_tables_and_plots(run_dir):
     assert "Thumbnails unavailable" not in page
 
 
-def test_report_says_when_the_images_cannot_be_read(run_dir, tmp_path):
+def test_report_says_when_the_run_folder_has_no_thumbnails(run_dir, tmp_path):
     moved = tmp_path / "moved"
     shutil.copytree(run_dir, moved)
-    manifest = json.loads((moved / "manifest.json").read_text())
-    manifest["dataset"] = {"kind": "local", "location": str(tmp_path / "gone"), "revision": "x"}
-    (moved / "manifest.json").write_text(json.dumps(manifest))
+    (moved / "thumbnails.jsonl").unlink()
     proc = ubench("report", str(moved), "--max-samples", "10")
     assert "Report written to" in proc.stdout
     page = (moved / "report.html").read_text()
-    assert "Thumbnails unavailable: the dataset at" in page and str(tmp_path / "gone") in page
+    assert "Thumbnails unavailable: this run folder has no thumbnails.jsonl" in page
     assert "data:image/jpeg" not in page
     assert "Showing a fixed sample of 10 of 136 records" in page
     samples = json.loads(re.search(r'id="samples-data">(.*?)</script>', page).group(1))
@@ -120,7 +118,7 @@ def test_report_of_a_run_with_failed_requests(tmp_path):
     assert sum(s["outcome"] == "error" and "HTTP 500" in s["error"] for s in browser_data) == \
         len(failed)
     ubench("report", str(out), "--no-thumbnails")
-    assert "Thumbnails unavailable: not read (--no-thumbnails)" in (out / "report.html").read_text()
+    assert "Thumbnails unavailable: left out (--no-thumbnails)" in (out / "report.html").read_text()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,8 +147,8 @@ def _install_chromium() -> str | None:
 @pytest.fixture(scope="session")
 def browser(tmp_path_factory):
     """Headless Chromium driven by Selenium (Debian's chromium + chromium-driver)."""
-    webdriver = pytest.importorskip("selenium.webdriver",
-                                    reason="selenium is not installed (pip install -e '.[test]')")
+    webdriver = need("selenium.webdriver",
+                     reason="selenium is not installed (pip install -e '.[test]')")
     reason = _install_chromium()
     if reason:
         pytest.skip(f"headless Chromium unavailable: {reason}")

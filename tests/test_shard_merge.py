@@ -123,14 +123,21 @@ def test_merge_refuses_shards_of_different_configurations(shards, tmp_path, fiel
 
 def test_merge_accepts_shards_run_against_different_servers(shards, tmp_path):
     """Each machine has its own server (and maybe dataset path): that is not a difference."""
-    _, _, parts = shards
+    _, full, parts = shards
     moved = tmp_path / "moved"
     shutil.copytree(parts[1], moved)
     manifest = json.loads((moved / "manifest.json").read_text())
     manifest["model"]["base_urls"] = ["http://machine-2:8000/v1"]
     manifest["dataset"]["location"] = "/elsewhere/ubench"
     (moved / "manifest.json").write_text(json.dumps(manifest))
-    ubench("merge", str(parts[0]), str(moved), str(parts[2]), "--output", str(tmp_path / "m"))
+    merged = tmp_path / "m"
+    ubench("merge", str(parts[0]), str(moved), str(parts[2]), "--output", str(merged))
+    key = lambda r: r["item_id"]  # noqa: E731
+    assert sorted(read_jsonl(merged / "samples.jsonl"), key=key) == \
+        sorted(read_jsonl(full / "samples.jsonl"), key=key)
+    sources = json.loads((merged / "manifest.json").read_text())["merged_from"]
+    assert sources[1]["dir"] == str(moved)
+    assert sources[1]["model"]["base_urls"] == ["http://machine-2:8000/v1"]
 
 
 def test_merge_refuses_runs_that_are_not_shards(shards, tmp_path):

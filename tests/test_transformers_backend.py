@@ -7,9 +7,10 @@ import shutil
 
 import pytest
 
-pytest.importorskip("torch", reason="the transformers backend needs the 'local' extra "
-                    "(pip install -e '.[local]')")
-pytest.importorskip("transformers", reason="the transformers backend needs the 'local' extra")
+from tests.conftest import need
+
+need("torch", reason="the transformers backend needs the 'local' extra (pip install -e '.[local]')")
+need("transformers", reason="the transformers backend needs the 'local' extra")
 
 from harness.adapters import AdapterError, ChatRequest, GenerationParams, create_adapter  # noqa: E402
 from harness.adapters.answer_modes import token_letter  # noqa: E402

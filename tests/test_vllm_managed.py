@@ -23,7 +23,7 @@ import pytest
 from harness.report.results import config_fingerprint
 from harness.run.runner import RunConfig, build_manifest
 from harness.servers.vllm_server import ManagedServer, stop_group
-from tests.conftest import ROOT, read_jsonl, ubench
+from tests.conftest import COMPLETE, ROOT, need, read_jsonl, ubench
 
 VLLM_PYTHON = os.environ.get("UBENCH_VLLM_PYTHON") or str(ROOT / ".venv-vllm" / "bin" / "python")
 # What the CPU build needs offline; small limits and no torch.compile (--enforce-eager) keep the
@@ -33,7 +33,7 @@ VLLM_ARGS = ("--max-model-len 1024 --dtype bfloat16 --max-num-seqs 32 --enforce-
              "--limit-mm-per-prompt '{\"image\":1}'")
 
 requires_vllm_env = pytest.mark.skipif(
-    not Path(VLLM_PYTHON).exists(),
+    not Path(VLLM_PYTHON).exists() and not COMPLETE,
     reason=f"no vLLM environment at {VLLM_PYTHON}: `make .venv-vllm/.installed` makes one "
            "(make test does), or set UBENCH_VLLM_PYTHON")
 
@@ -154,7 +154,7 @@ def test_a_restarted_server_resumes_the_same_run(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    pytest.importorskip("transformers", reason="the tiny model is built with the 'local' extra")
+    need("transformers", reason="the tiny model is built with the 'local' extra")
     from tests.tiny_vlm import build_tiny_idefics3
 
     return build_tiny_idefics3(tmp_path_factory.mktemp("models") / "tiny-idefics3")
@@ -195,7 +195,7 @@ def test_serve_runs_the_sample_against_real_vllm(tiny_model, tmp_path, marker):
     assert_nothing_left(marker, out / "vllm-server.log")
 
     # The same prompts, chat template and image reach both local backends: equal prompt lengths.
-    pytest.importorskip("torch", reason="the comparison run needs the 'local' extra")
+    need("torch", reason="the comparison run needs the 'local' extra")
     ubench("run", "--model", f"transformers/{tiny_model}", "--dataset", "sample", "--limit", "24",
            "--max-tokens", "1", "--output", str(tmp_path / "hf"), "--no-progress")
     hf = {r["item_id"]: r["usage"]["prompt_tokens"]

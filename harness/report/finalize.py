@@ -9,13 +9,13 @@ from harness.report.results import (
     MANIFEST,
     SUMMARY_JSON,
     SUMMARY_MD,
-    latest_records,
     read_json,
     write_json,
     write_text,
 )
 from harness.report.run_report import write_report
 from harness.report.tables import summary_markdown
+from harness.report.view import read_view
 from harness.score.calibration import answer_mode_summary, calibration_summary
 from harness.score.judge import judge_summary
 from harness.score.pricing import manifest_price
@@ -28,23 +28,23 @@ def finalize(out: Path) -> dict[str, Any]:
     out = Path(out)
     manifest = read_json(out / MANIFEST) if (out / MANIFEST).exists() else None
     seed = manifest["seed"] if manifest else 0
-    records = latest_records(out)
-    summary = summarize(records, seed=seed)
-    if judged := judge_summary(records):
+    view = read_view(out)  # the latest records without their bulky fields; no dataset read
+    summary = summarize(view.records, seed=seed)
+    if judged := judge_summary(view.records):
         summary["judge"] = judged
-    summary.update(usage_summary(records, manifest_price(manifest)))
+    summary.update(usage_summary(view.records, manifest_price(manifest)))
     if (out / ESTIMATE_JSON).exists():
         try:
             estimate = read_json(out / ESTIMATE_JSON)
         except ValueError:
             estimate = None
         summary["estimate_check"] = estimate_check(estimate, summary["usage"])
-    if modes := answer_mode_summary(records):
+    if modes := answer_mode_summary(view.records):
         summary["answer_mode"] = modes
-    if calibration := calibration_summary(records, seed=seed):
+    if calibration := calibration_summary(view.records, seed=seed):
         summary["calibration"] = calibration
     write_json(out / SUMMARY_JSON, summary)
     write_text(out / SUMMARY_MD, summary_markdown(summary, manifest))
-    write_report(out, summary=summary, records=records)
+    write_report(out, summary=summary, view=view)
     return summary
 

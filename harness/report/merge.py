@@ -22,6 +22,7 @@ from harness.report.results import (
     resume_view,
     write_json,
 )
+from harness.report.thumbnails import THUMBNAILS
 from harness.run.lock import LOCK_NAME
 
 
@@ -52,10 +53,12 @@ def merge_runs(dirs: list[Path], output: Path) -> dict[str, Any]:
 
     order = sorted(range(len(dirs)), key=lambda i: shards[i][0])
     output.mkdir(parents=True, exist_ok=True)
-    with open(output / SAMPLES, "wb") as out:
-        for i in order:  # records are copied verbatim: the raw responses stay untouched
-            with open(dirs[i] / SAMPLES, "rb") as src:
-                shutil.copyfileobj(src, out)
+    for name in (SAMPLES, THUMBNAILS):  # copied verbatim: the raw responses stay untouched
+        with open(output / name, "wb") as out:
+            for i in order:
+                if (dirs[i] / name).exists():
+                    with open(dirs[i] / name, "rb") as src:
+                        shutil.copyfileobj(src, out)
     merged = copy.deepcopy(manifests[order[0]])
     merged["selection"]["shard"] = None
     merged["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -14,6 +14,8 @@ from typing import Any, Iterator
 
 import orjson
 
+from harness.atomic import replaced_atomically
+
 SAMPLES = "samples.jsonl"
 MANIFEST = "manifest.json"
 SUMMARY_JSON = "summary.json"
@@ -81,6 +83,11 @@ def _drop_torn_tail(path: Path) -> None:
 
 def read_samples(path: Path) -> Iterator[dict[str, Any]]:
     """Records from a samples.jsonl, skipping a torn or corrupt line (reported on stderr)."""
+    return (record for _, record in read_numbered(path))
+
+
+def read_numbered(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) for each readable record of a samples.jsonl (as `read_samples`)."""
     path = Path(path)
     if path.is_dir():
         path = path / SAMPLES
@@ -89,7 +96,7 @@ def read_samples(path: Path) -> Iterator[dict[str, Any]]:
             if not line.endswith(b"\n") or not line.strip():
                 continue  # torn tail of a crashed run, or blank
             try:
-                yield orjson.loads(line)
+                yield lineno, orjson.loads(line)
             except orjson.JSONDecodeError:
                 import sys
 
@@ -124,10 +131,7 @@ def check_samples(path: Path) -> None:
 
 def write_json(path: Path, data: Any) -> None:
     """Write atomically (temp file + rename), so a reader never sees half a file."""
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -135,20 +139,24 @@ def read_json(path: Path) -> Any:
 
 
 def write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write atomically, as `write_json`."""
+    with replaced_atomically(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def latest_records(out: Path) -> list[dict[str, Any]]:
     """One record per item: the last one written (a retried error is superseded)."""
     latest: dict[str, dict[str, Any]] = {}
     for record in read_samples(out / SAMPLES):
-        previous = latest.get(record["item_id"])
-        if previous is None or previous.get("error") or not record.get("error"):
+        if supersedes(record, latest.get(record["item_id"])):
             latest[record["item_id"]] = record
     return list(latest.values())
+
+
+def supersedes(record: dict[str, Any], previous: dict[str, Any] | None) -> bool:
+    """Whether a later record of an item replaces an earlier one (an error never replaces an
+    answer)."""
+    return previous is None or bool(previous.get("error")) or not record.get("error")
 
 
 def resume_view(manifest: dict[str, Any]) -> dict[str, Any]:

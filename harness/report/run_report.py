@@ -1,33 +1,30 @@
 """The run report: one self-contained report.html, plus summary.csv, samples.parquet and PNG plots.
 
-Everything comes from the run folder (samples.jsonl, manifest.json, summary.json), except the image
-thumbnails: the samples log stores only image ids and hashes, so they are read back from the
-dataset the manifest names (a placeholder, and a note saying why, when it cannot be read).
+Everything comes from the run folder alone (samples.jsonl, manifest.json, summary.json and the
+thumbnails the run made, thumbnails.jsonl): the dataset is never opened, so a run folder copied
+elsewhere reports the same. samples.jsonl is streamed twice (harness.report.view), never held whole.
 """
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
-import io
 import json
-import os
-from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
-from itertools import islice
+import threading
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
+import orjson
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from harness.data.items import COARSE_TYPES, image_bytes_of, image_id_of
-from harness.data.sources import DatasetSource, iter_rows, parquet_files, resolve_source
+from harness.atomic import replaced_atomically
+from harness.config import BROWSER_LIMIT
 from harness.report.calibration_report import calibration_html, write_calibration_plots
-from harness.report.results import MANIFEST, SUMMARY_JSON, latest_records, read_json, write_text
-from harness.report.tables import fmt, interval, pct
+from harness.report.results import MANIFEST, SUMMARY_JSON, read_json
+from harness.report.tables import HEADLINE, fmt, interval, pct
+from harness.report.thumbnails import THUMBNAILS, image_rank, read_thumbnails
+from harness.report.view import RunView, iter_latest, read_view
 from harness.score.parsing import INVALID_PREFIX
 from harness.score.usage import usage_text
 
@@ -35,48 +32,51 @@ REPORT_HTML = "report.html"
 SUMMARY_CSV = "summary.csv"
 SAMPLES_PARQUET = "samples.parquet"
 PLOTS = "plots"
-BROWSER_LIMIT = 10_000  # samples embedded in the browser; all of them are in samples.parquet
-THUMB_PX = 128
 ASSETS = Path(__file__).parent / "assets"
-HEADLINE = ["coarse", "fine", *(f"question_type/{qt}" for qt in COARSE_TYPES),
-            "pathology/coarse", "pathology/fine"]
+PARQUET_BATCH = 4096  # records per samples.parquet row group
 
 
 def write_report(run_dir: Path, *, summary: dict[str, Any] | None = None,
-                 records: list[dict[str, Any]] | None = None,
-                 max_samples: int = BROWSER_LIMIT, with_thumbnails: bool = True) -> Path:
+                 view: RunView | None = None, max_samples: int = BROWSER_LIMIT,
+                 with_thumbnails: bool = True) -> Path:
     """Write report.html, summary.csv, samples.parquet and plots/*.png into `run_dir`.
 
-    `with_thumbnails=False` skips reading the dataset again (e.g. offline, for a Hub run).
+    `with_thumbnails=False` leaves the image thumbnails out of report.html (a smaller page).
     """
     run_dir = Path(run_dir)
     manifest = read_json(run_dir / MANIFEST) if (run_dir / MANIFEST).exists() else None
     summary = summary if summary is not None else read_json(run_dir / SUMMARY_JSON)
-    records = records if records is not None else latest_records(run_dir)
+    view = view if view is not None else read_view(run_dir)
 
-    shown = browser_subset(records, max_samples)
-    with ThreadPoolExecutor(1) as side:  # thumbnails are read while the tables and plots are made
-        reading = side.submit(thumbnails, manifest, {r["image_id"] for r in shown}) \
-            if with_thumbnails else None
-        summary_frame(summary).to_csv(run_dir / SUMMARY_CSV, index=False)
-        pq.write_table(samples_table(records), run_dir / SAMPLES_PARQUET)
-        plots, plot_note = write_plots(summary, records, run_dir / PLOTS)
-        thumbs, thumb_note = (reading.result() if reading
-                              else ({}, "not read (--no-thumbnails)"))
-    page = html_page(
-        _title(manifest),
-        _header(manifest, summary)
-        + _results_sections(summary)
-        + calibration_html(summary, table)
-        + _plots_section(plots, plot_note)
-        + _browser_section(records, shown, thumbs, thumb_note)
-        + _section("Manifest", f"<pre>{html.escape(json.dumps(manifest, indent=2))}</pre>"
-                   if manifest else "<p>No manifest.json in this run folder.</p>"),
-        script=(ASSETS / "browser.js").read_text(encoding="utf-8"),
-    )
+    shown_ids = {r["item_id"] for r in browser_subset(view.records, max_samples)}
+    summary_frame(summary).to_csv(run_dir / SUMMARY_CSV, index=False)
+    shown = write_samples_parquet(view, run_dir / SAMPLES_PARQUET, keep=shown_ids)
+    plots, plot_note = write_plots(summary, view.records, run_dir / PLOTS)
+    thumbs, thumb_note = _thumbnails(run_dir, {s["image"] for s in shown}) \
+        if with_thumbnails else ({}, "left out (--no-thumbnails)")
+    parts = [
+        _header(manifest, summary),
+        _results_sections(summary),
+        calibration_html(summary, table),
+        _plots_section(plots, plot_note),
+        _browser_section(len(view.records), shown, thumbs, thumb_note),
+        _section("Manifest", f"<pre>{html.escape(json.dumps(manifest, indent=2))}</pre>"
+                 if manifest else "<p>No manifest.json in this run folder.</p>"),
+    ]
     path = run_dir / REPORT_HTML
-    write_text(path, page)
+    write_page(path, _title(manifest), parts,
+               script=(ASSETS / "browser.js").read_text(encoding="utf-8"))
     return path
+
+
+def _thumbnails(run_dir: Path, image_ids: set[str]) -> tuple[dict[str, str], str | None]:
+    """The shown images' thumbnails the run made; a note on those it did not."""
+    if not (run_dir / THUMBNAILS).exists():
+        return {}, f"this run folder has no {THUMBNAILS} (made during a run since v0.5)"
+    thumbs = read_thumbnails(run_dir, image_ids)
+    missing = len(image_ids) - len(thumbs)
+    return thumbs, (f"{missing} of {len(image_ids)} images have none (unreadable images, or "
+                    "more samples shown than the run made thumbnails for)" if missing else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,17 +102,78 @@ def outcome(record: dict[str, Any]) -> str:
     return "correct" if record.get("correct") else "wrong"
 
 
-def samples_table(records: Iterable[dict[str, Any]]) -> pa.Table:
-    """The records as a flat Arrow table: nested fields (prompt, options, usage, ...) as JSON text,
-    scalar fields with the types they have in the log (nulls where a field is unset)."""
-    flat = [{**{k: json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else v
-                for k, v in r.items()}, "outcome": outcome(r)} for r in records]
-    columns = dict.fromkeys(k for r in flat for k in r)  # failed items lack some fields
-    return pa.Table.from_pydict({k: [r.get(k) for r in flat] for k in columns})
+def parquet_schema(types: dict[str, set[type]]) -> pa.Schema:
+    """samples.parquet's columns from the value types pass 1 saw: nested fields (prompt, options,
+    usage, ...) as JSON text, scalars with the types they have in the log, nulls where unset."""
+    def arrow_type(seen: set[type]) -> pa.DataType:
+        seen = seen - {type(None)}
+        if not seen:
+            return pa.null()
+        if seen == {bool}:
+            return pa.bool_()
+        if seen == {int}:
+            return pa.int64()
+        if seen <= {int, float}:
+            return pa.float64()
+        return pa.string()
+    return pa.schema([(k, arrow_type(v)) for k, v in types.items() if k != "outcome"]
+                     + [("outcome", pa.string())])
+
+
+def samples_batch(records: list[dict[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
+    """The records as one Arrow batch of `schema`, built a column at a time."""
+    def as_text(v: Any) -> str | None:
+        return v if v is None or isinstance(v, str) else \
+            orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()
+    columns = []
+    for f in schema:
+        if f.name == "outcome":
+            values: list[Any] = [outcome(r) for r in records]
+        else:
+            values = [r.get(f.name) for r in records]
+            if f.type == pa.string():
+                values = [as_text(v) for v in values]
+        columns.append(pa.array(values, f.type))
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def write_samples_parquet(view: RunView, path: Path, keep: set[str]) -> list[dict[str, Any]]:
+    """Stream every latest record into samples.parquet, a batch at a time; returns the browser's
+    samples of the records whose item id is in `keep`, in item-id order."""
+    schema = parquet_schema(view.types)
+    kept: list[dict[str, Any]] = []
+    batch: list[dict[str, Any]] = []
+    with replaced_atomically(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        def flush() -> None:
+            writer.write_batch(samples_batch(batch, schema))
+            batch.clear()
+        for record in iter_latest(view):
+            batch.append(record)
+            if record["item_id"] in keep:
+                kept.append(browser_sample(record))
+            if len(batch) >= PARQUET_BATCH:
+                flush()
+        if batch:
+            flush()
+    return sorted(kept, key=lambda s: s["id"])
 
 
 # ---------------------------------------------------------------------------------------------
 # Plots
+
+
+def import_plotting_soon(delay_s: float = 2.0) -> None:
+    """Import matplotlib in a background thread once the run is under way: about a second of CPU
+    that the request phase has to spare and the end of the run does not."""
+    def load() -> None:
+        try:
+            import matplotlib.backends.backend_agg  # noqa: F401
+            import matplotlib.figure  # noqa: F401
+        except ImportError:
+            pass
+    timer = threading.Timer(delay_s, load)
+    timer.daemon = True
+    timer.start()
 
 
 def write_plots(summary: dict[str, Any], records: list[dict[str, Any]],
@@ -136,7 +197,7 @@ def _plot_accuracy(Figure, summary: dict[str, Any], path: Path) -> None:
     robust = summary["scorers"]["robust"]
     names = [n for n in ("coarse", "fine") if n in robust]
     names += [n for n in robust if n.startswith("dataset/")]
-    fig = Figure(figsize=(8, 0.32 * len(names) + 1.4), dpi=100)
+    fig = Figure(figsize=(8, 0.32 * len(names) + 1.4), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     y = list(range(len(names)))[::-1]
     stats = [robust[n] for n in names]
@@ -152,7 +213,6 @@ def _plot_accuracy(Figure, summary: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("accuracy % (robust scorer), 95% CI clustered by image")
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
     fig.savefig(path)
 
 
@@ -164,7 +224,8 @@ def _plot_confusion(Figure, records: list[dict[str, Any]], path: Path) -> None:
     counts = [[0] * len(columns) for _ in gold]
     for r in scored:
         counts[gold.index(r["gold"])][columns.index(r.get("extracted") or "invalid")] += 1
-    fig = Figure(figsize=(1.0 + 0.55 * len(columns), 1.0 + 0.5 * max(1, len(gold))), dpi=100)
+    fig = Figure(figsize=(1.0 + 0.55 * len(columns), 1.0 + 0.5 * max(1, len(gold))), dpi=100,
+                 layout="constrained")
     ax = fig.add_subplot()
     shares = [[c / max(1, sum(row)) for c in row] for row in counts]
     ax.imshow(shares or [[0]], cmap="Blues", vmin=0, vmax=1, aspect="auto")
@@ -176,109 +237,7 @@ def _plot_confusion(Figure, records: list[dict[str, Any]], path: Path) -> None:
     ax.set_yticks(range(len(gold)), gold)
     ax.set_xlabel("predicted letter (robust parser)")
     ax.set_ylabel("gold letter")
-    fig.tight_layout()
     fig.savefig(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Thumbnails
-
-
-def thumbnails(manifest: dict[str, Any] | None,
-               image_ids: set[str]) -> tuple[dict[str, str], str | None]:
-    """Small JPEG data URIs by image id, read from the run's dataset; a note if that failed."""
-    if not image_ids:
-        return {}, None
-    if not manifest:
-        return {}, "no manifest.json, so the dataset holding the images is unknown"
-    ds = manifest["dataset"]
-    source = (resolve_source("sample") if ds["kind"] == "sample"
-              else DatasetSource(ds["kind"], ds["location"], ds["revision"]))
-    found, note = _read_thumbnails(source, frozenset(image_ids))
-    return dict(found), note
-
-
-@lru_cache(maxsize=2)  # the variants of a prompt study show the same images: read them once
-def _read_thumbnails(source: DatasetSource,
-                     image_ids: frozenset[str]) -> tuple[dict[str, str], str | None]:
-    found: dict[str, str] = {}
-    try:
-        images = _wanted_images(source, image_ids)
-        with ThreadPoolExecutor(os.cpu_count() or 1) as pool:  # Pillow decodes without the GIL
-            while chunk := list(islice(images, 64)):  # a few images in memory at a time
-                made = pool.map(_thumbnail_or_none, chunk)
-                found.update((image_id, thumb) for image_id, thumb in made if thumb)
-    except Exception as exc:  # any failure to read the data must still leave a report
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
-        return found, f"the dataset at {source.location} could not be read ({reason})"
-    missing = len(image_ids) - len(found)
-    return found, (f"{missing} images are missing from the dataset at {source.location} or "
-                   "unreadable" if missing else None)
-
-
-def _wanted_images(source: DatasetSource,
-                   image_ids: frozenset[str]) -> Iterator[tuple[str, bytes | None]]:
-    """(image id, bytes) of the wanted images, reading only the columns that hold them."""
-    files = parquet_files(Path(source.location)) if source.kind != "hub" else []
-    if files and not any(i.startswith("row-") for i in image_ids):
-        yield from _wanted_parquet_images(files, image_ids)
-        return
-    left = set(image_ids)
-    for index, row in enumerate(iter_rows(source, ["image_id", "image"])):
-        image_id = image_id_of(row, index)
-        if image_id in left:
-            left.discard(image_id)
-            yield image_id, image_bytes_of(row)
-            if not left:
-                return
-
-
-def _wanted_parquet_images(files: list[Path],
-                           image_ids: frozenset[str]) -> Iterator[tuple[str, bytes | None]]:
-    """The same from local Parquet, with rows picked by pyarrow before any becomes Python
-    objects: converting every image's bytes was most of the report's time."""
-    wanted = pa.array(sorted(image_ids), pa.string())
-    left = set(image_ids)
-    for path in files:
-        parquet = pq.ParquetFile(path, pre_buffer=False)
-        for batch in parquet.iter_batches(64, columns=["image_id", "image"]):
-            picked = batch.filter(pc.is_in(batch.column("image_id").cast(pa.string()), wanted))
-            for row in picked.to_pylist():
-                image_id = str(row["image_id"])
-                if image_id in left:
-                    left.discard(image_id)
-                    yield image_id, image_bytes_of(row)
-            if not left:
-                parquet.close()
-                return
-        parquet.close()
-
-
-def _thumbnail_or_none(entry: tuple[str, bytes | None]) -> tuple[str, str | None]:
-    image_id, raw = entry
-    try:
-        return image_id, _thumbnail(raw)
-    except Exception:  # unreadable, or a decompression bomb: this one keeps its placeholder
-        return image_id, None
-
-
-def _thumbnail(raw: bytes | None) -> str:
-    import numpy as np
-    from PIL import Image
-
-    img = Image.open(io.BytesIO(raw or b""))
-    img.draft("RGB", (THUMB_PX, THUMB_PX))  # JPEG: decode at 1/2..1/8 scale, far cheaper
-    if img.mode in ("I", "I;16", "I;16B", "F"):  # 16-bit / float microscopy: stretch to 8 bits
-        a = np.asarray(img, dtype=float)
-        span = float(a.max() - a.min()) or 1.0
-        img = Image.fromarray(((a - a.min()) / span * 255).astype("uint8"))
-    if img.mode in ("P", "1"):  # resized only by nearest neighbour: convert first
-        img = img.convert("RGB")
-    img.thumbnail((THUMB_PX, THUMB_PX))  # before convert: converting the full image cost more
-    img = img.convert("RGB")
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,12 +246,26 @@ def _thumbnail(raw: bytes | None) -> str:
 
 def html_page(title: str, body: str, script: str = "") -> str:
     """A complete HTML page with the shared stylesheet inlined (no network needed to open it)."""
+    return _page_head(title) + body + _page_tail(script)
+
+
+def write_page(path: Path, title: str, parts: list[str], script: str = "") -> None:
+    """`html_page` written part by part (atomically): a large page is never copied whole."""
+    with replaced_atomically(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for part in [_page_head(title), *parts, _page_tail(script)]:
+            f.write(part)
+
+
+def _page_head(title: str) -> str:
     css = (ASSETS / "style.css").read_text(encoding="utf-8")
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{html.escape(title)}</title><style>{css}</style></head>\n<body><main>"
-            f"<h1>{html.escape(title)}</h1>\n{body}</main>"
-            + (f"<script>{script}</script>" if script else "") + "</body></html>\n")
+            f"<h1>{html.escape(title)}</h1>\n")
+
+
+def _page_tail(script: str) -> str:
+    return "</main>" + (f"<script>{script}</script>" if script else "") + "</body></html>\n"
 
 
 def group_label(name: str) -> str:
@@ -447,7 +420,7 @@ def browser_subset(records: list[dict[str, Any]], limit: int) -> list[dict[str, 
     (by hash of the image id), so the report shows (and reads back) as few images as it can."""
     if limit <= 0 or len(records) <= limit:
         return records
-    key = lambda r: (hashlib.sha256(r["image_id"].encode()).digest(), r["item_id"])  # noqa: E731
+    key = lambda r: (image_rank(r["image_id"]), r["item_id"])  # noqa: E731
     return sorted(sorted(records, key=key)[:limit], key=lambda r: r["item_id"])
 
 
@@ -465,19 +438,24 @@ def prompt_text(messages: list[dict[str, Any]] | None) -> str:
     return "\n".join(lines)
 
 
-def _browser_section(records: list[dict[str, Any]], shown: list[dict[str, Any]],
-                     thumbs: dict[str, str], thumb_note: str | None) -> str:
-    samples = [{
+def browser_sample(r: dict[str, Any]) -> dict[str, Any]:
+    """What the sample browser shows of a record."""
+    return {
         "id": r["item_id"], "image": r["image_id"], "dataset": r["dataset"],
         "qtype": r["question_type"], "gold": r.get("gold"), "extracted": r.get("extracted"),
         "rule": r.get("rule"), "outcome": outcome(r), "official": r.get("correct_official"),
         "options": r.get("options") or {}, "order": r.get("option_order"),
         "prompt": prompt_text(r.get("prompt")), "response": r.get("response"),
         "error": (r.get("error") or {}).get("message"),
-    } for r in shown]
+    }
+
+
+def _browser_section(n_records: int, samples: list[dict[str, Any]],
+                     thumbs: dict[str, str], thumb_note: str | None) -> str:
+    shown = samples
     notes = []
-    if len(shown) < len(records):
-        notes.append(f"Showing a fixed sample of {len(shown):,} of {len(records):,} records "
+    if len(shown) < n_records:
+        notes.append(f"Showing a fixed sample of {len(shown):,} of {n_records:,} records "
                      f"(every record is in {SAMPLES_PARQUET}; `ubench report --max-samples 0` "
                      "embeds all).")
     if thumb_note:
@@ -498,5 +476,5 @@ def _browser_section(records: list[dict[str, Any]], shown: list[dict[str, Any]],
 
 def _json_script(ident: str, data: Any) -> str:
     """JSON inside a <script> tag; '<' is escaped so no response text can close the tag."""
-    text = json.dumps(data, ensure_ascii=False).replace("<", "\\u003c")
+    text = orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS).decode().replace("<", "\\u003c")
     return f"<script type=\"application/json\" id=\"{ident}\">{text}</script>"

@@ -7,6 +7,10 @@ from harness.data.items import COARSE_TYPES, FINE_TOTAL_EXCLUDED
 from harness.report.calibration_report import calibration_markdown
 from harness.score.usage import usage_text
 
+# The paper's headline groups, in Table 1's order.
+HEADLINE = ["coarse", "fine", *(f"question_type/{qt}" for qt in COARSE_TYPES),
+            "pathology/coarse", "pathology/fine"]
+
 
 def fmt(stat: dict[str, Any] | None, clustered: bool = False) -> str:
     """`62.68 ± 0.35` in percent, as Table 1 prints it (the paper's interval); clustered:
@@ -53,15 +57,11 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
     head = ["scorer", "coarse", "fine", *COARSE_TYPES, "pathology coarse", "pathology fine"]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for scorer, groups in summary["scorers"].items():
-        cells = [groups.get("coarse"), groups.get("fine"),
-                 *(groups.get(f"question_type/{qt}") for qt in COARSE_TYPES),
-                 groups.get("pathology/coarse"), groups.get("pathology/fine")]
+        cells = [groups.get(g) for g in HEADLINE]
         lines.append("| " + " | ".join([scorer, *(fmt(c) for c in cells)]) + " |")
     chance = summary["scorers"]["robust"]
     lines.append("| chance | " + " | ".join(
-        pct(chance.get(k, {}).get("chance")) for k in
-        ["coarse", "fine", *(f"question_type/{qt}" for qt in COARSE_TYPES),
-         "pathology/coarse", "pathology/fine"]) + " |")
+        pct(chance.get(k, {}).get("chance")) for k in HEADLINE) + " |")
     lines += ["", "Clustered by image (robust scorer): coarse "
               f"{fmt(chance.get('coarse'), True)}, fine {fmt(chance.get('fine'), True)}.", ""]
 

@@ -4,7 +4,10 @@ Adapters only classify failures (`AdapterError.retryable`); this module decides 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import timezone
+from email.utils import parsedate_to_datetime
 from typing import Awaitable, Callable, TypeVar
 
 from tenacity import (
@@ -15,6 +18,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from harness import config
 from harness.adapters.base import AdapterError, ChatResponse
 
 T = TypeVar("T")
@@ -22,7 +26,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 6
+    max_attempts: int = config.MAX_ATTEMPTS
     initial_wait_s: float = 1.0
     max_wait_s: float = 60.0
 
@@ -83,3 +87,21 @@ def _count(response: object, attempts: int) -> None:
     """Chat responses carry their attempt count (other API results, e.g. a batch's, do not)."""
     if isinstance(response, ChatResponse):
         response.attempts = attempts
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """A `Retry-After` header in seconds: delay-seconds or an HTTP-date (RFC 9110 §10.2.3);
+    None when absent or unreadable."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

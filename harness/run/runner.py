@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
 import logging
 import sys
 import time
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from harness import __version__
+from harness import __version__, config
 from harness.adapters import (
     Adapter,
     AdapterError,
@@ -59,6 +60,8 @@ from harness.report.results import (
     resume_view,
     write_json,
 )
+from harness.report.run_report import import_plotting_soon
+from harness.report.thumbnails import THUMBNAILS, ThumbnailRecorder
 from harness.run.cache import CachedAdapter, ResponseCache
 from harness.run.concurrency import AdaptiveConcurrency, ConcurrencyController
 from harness.run.feed import encoded_batches
@@ -132,14 +135,14 @@ class RunConfig:
     limit: int | None = None
     include_excluded: bool = False
     shard: tuple[int, int] | None = None  # (K, N): this machine's slice of the images
-    concurrency: int = 32
+    concurrency: int = config.CONCURRENCY
     adaptive_concurrency: bool = False  # `concurrency` is then the ceiling
     temperature: float = 0.0
-    max_tokens: int = 1024
+    max_tokens: int = config.MAX_TOKENS
     top_p: float | None = None
     seed: int = 0
-    timeout: float = 120.0
-    max_attempts: int = 6
+    timeout: float = config.TIMEOUT_S
+    max_attempts: int = config.MAX_ATTEMPTS
     max_response_bytes: int = MAX_RESPONSE_BYTES
     image_format: str = "auto"
     max_pixels: int | None = None
@@ -342,12 +345,15 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
     progress = Progress(skipped=sum(map(len, done)))
     log.info("run: model %s, templates %s, %d items already done", config.model,
              ", ".join(t.name for t in templates), progress.skipped)
-    total = asyncio.to_thread(_count_items, source, config, len(templates))
+    thumbs = ThumbnailRecorder(outs, counted=source.kind != "hub")
+    import_plotting_soon()
+    total = asyncio.to_thread(_count_items, source, config, len(templates), thumbs)
     aborted = None
     try:
         with ExitStack() as stack:
             variants = [Variant(t, stack.enter_context(SampleWriter(out / SAMPLES)), d, pool)
                         for t, out, d, pool in zip(templates, outs, done, pools)]
+            stack.callback(thumbs.close)
             if config.batch:
                 total.close()  # no progress bar to size: the batches report their own counts
                 await _batch(config, _examples(source, config), variants, batch_adapter)
@@ -356,10 +362,10 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
                     variant.done = {r["item_id"] for r in read_samples(variant.writer.path)
                                     if not r.get("error")}
                 await _pipeline(config, _examples(source, config), variants, adapter, progress,
-                                asyncio.sleep(0), judge)
+                                asyncio.sleep(0), judge, thumbs)
             elif not config.batch:
                 await _pipeline(config, _examples(source, config), variants, adapter, progress,
-                                total, judge)
+                                total, judge, thumbs)
     except RunAborted as exc:
         aborted = exc
         log.error("%s", exc)
@@ -381,7 +387,11 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
             handler.close()
     if config.export_batch:
         return [None for _ in outs]  # nothing answered yet: no summary
-    summaries = [finalize(out) for out in outs]
+    gc.freeze()  # the end of the run makes many objects: its collections need not walk the run's
+    try:
+        summaries = [finalize(out) for out in outs]
+    finally:
+        gc.unfreeze()
     if aborted is not None:
         aborted.answered = any(s["n_scored"] for s in summaries)
         raise aborted
@@ -432,14 +442,21 @@ def _examples(source, config: RunConfig, columns: list[str] | None = None):
                                    circular=config.circular)
 
 
-def _count_items(source, config: RunConfig, n_variants: int) -> int | None:
-    """How many requests the run holds, reading no images (for the progress bar's ETA).
+def _count_items(source, config: RunConfig, n_variants: int,
+                 thumbs: ThumbnailRecorder | None = None) -> int | None:
+    """How many requests the run holds, reading no images (for the progress bar's ETA); the
+    records per image settle which images get a thumbnail.
 
     Streaming the Hub twice would cost as much as the run's reading; there only --limit is known.
     """
     if source.kind == "hub":
         return None if config.limit is None or config.circular else config.limit * n_variants
-    return n_variants * sum(len(e.items) for e in _examples(source, config, COUNT_COLUMNS))
+    counts: dict[str, int] = {}
+    for e in _examples(source, config, COUNT_COLUMNS):
+        counts[e.image_id] = counts.get(e.image_id, 0) + len(e.items)
+    if thumbs is not None:
+        thumbs.settle(counts)
+    return n_variants * sum(counts.values())
 
 
 def _log_to(path: Path) -> logging.Handler:
@@ -497,7 +514,8 @@ def _make_judge(config: RunConfig) -> Judge | None:
 
 
 async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapter: Adapter,
-                    progress: Progress, total, judge: Judge | None = None) -> None:
+                    progress: Progress, total, judge: Judge | None = None,
+                    thumbs: ThumbnailRecorder | None = None) -> None:
     from tqdm.auto import tqdm
 
     queue: asyncio.Queue = asyncio.Queue(maxsize=2 * config.concurrency)
@@ -537,9 +555,15 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
 
     banked = shared_encodings([v.pool for v in variants])  # few-shot images already encoded
 
+    def encode(example: Example):
+        encoded = banked.get(example.image_id) or _encode(example, config)
+        if thumbs is not None:  # here, in the encode thread, from the bytes in hand
+            thumbs.offer(example.image_id, len(example.items),
+                         example.image_bytes if encoded[1] is None else None)
+        return encoded
+
     async def produce() -> None:
-        batches = encoded_batches(examples, todo, lambda example: banked.get(example.image_id)
-                                  or _encode(example, config), batch_items=config.concurrency)
+        batches = encoded_batches(examples, todo, encode, batch_items=config.concurrency)
         while not abort:
             batch = await asyncio.to_thread(next, batches, None)
             if batch is None:
@@ -781,7 +805,7 @@ def prepare_output(out: Path, manifest: dict[str, Any], force: bool) -> set[str]
     """Item ids already answered in `out`; refuses a folder made by a different configuration."""
     samples = out / SAMPLES
     if force:
-        for name in (SAMPLES, MANIFEST, SUMMARY_JSON, SUMMARY_MD):
+        for name in (SAMPLES, MANIFEST, SUMMARY_JSON, SUMMARY_MD, THUMBNAILS):
             (out / name).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     if not samples.exists():

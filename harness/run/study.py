@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import config
 from harness.data.sources import resolve_source
 from harness.prompts import load_template
 from harness.report.results import SAMPLES, read_samples
@@ -75,9 +76,9 @@ def run_config(study: Study, pipe: Pipeline, *, progress: bool = False) -> RunCo
         api_key_env=m.api_key_env, datasets=spec.get("datasets"),
         question_types=spec.get("question_types"), limit=spec.get("limit"),
         include_excluded=spec.get("include_excluded", False), concurrency=m.concurrency,
-        temperature=gen.get("temperature", 0.0), max_tokens=gen.get("max_tokens", 1024),
-        top_p=gen.get("top_p"), seed=pipe.seed, timeout=gen.get("timeout", 120.0),
-        max_attempts=gen.get("max_attempts", 6), shuffle_options=shuffle,
+        temperature=gen.get("temperature", 0.0), max_tokens=gen.get("max_tokens", config.MAX_TOKENS),
+        top_p=gen.get("top_p"), seed=pipe.seed, timeout=gen.get("timeout", config.TIMEOUT_S),
+        max_attempts=gen.get("max_attempts", config.MAX_ATTEMPTS), shuffle_options=shuffle,
         circular=order.endswith("circular"), progress=progress, serve=m.serve,
         vllm_args=m.vllm_args, vllm_python=m.vllm_python, answer_mode=pipe.answer_mode,
         command_line=[*sys.argv, f"(study cell {pipe.model.label}/{pipe.condition})"])

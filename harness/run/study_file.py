@@ -14,6 +14,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from harness import config
 from harness.adapters.answer_modes import ANSWER_MODES
 from harness.prompts import TemplateError, load_template
 
@@ -170,7 +171,7 @@ def load_study(path: Path) -> Study:
                        "base_url")
         label = m.get("label") or m["model"].replace("/", "_")
         models.append(ModelEntry(m["model"], label, urls, m.get("api_key_env"),
-                                 m.get("concurrency", 32), m.get("serve", False),
+                                 m.get("concurrency", config.CONCURRENCY), m.get("serve", False),
                                  m.get("vllm_args", ""), m.get("vllm_python")))
     templates = []
     for i, name in enumerate(data["templates"]):

@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import string
 from collections import Counter
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
+from harness.atomic import replaced_atomically
+from harness.data.items import LETTERS
 from harness.run.cache import ResponseCache
 from harness.score.judge import RULE as JUDGE_RULE
 from harness.score.judge import Judge
 from harness.score.parsing import INVALID_PREFIX, parse_answer
 
-LETTERS = string.ascii_uppercase
 NO_ANSWER = "none"  # a `gold` saying the response committed to no option
 CHUNK = 64  # lines read, parsed and judged together
 
@@ -110,18 +109,16 @@ def extract_file(source: Path, target: Path, judge: Judge | None = None) -> Extr
     a `judge`, ask it about the lines the rules leave invalid."""
     source, target = Path(source), Path(target)
     stats = ExtractStats()
-    tmp = target.with_name(target.name + ".tmp")
     try:
         reader = open(source, encoding="utf-8", errors="replace")
     except OSError as exc:
         raise ExtractError(f"cannot read {source}: {exc.strerror or exc}") from None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with reader, open(tmp, "w", encoding="utf-8") as writer:
+        with reader, replaced_atomically(target) as tmp, \
+                open(tmp, "w", encoding="utf-8") as writer:
             asyncio.run(_extract_lines(reader, writer, stats, judge))
-        os.replace(tmp, target)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise ExtractError(f"cannot extract {source} into {target}: {exc}") from None
     return stats
 

@@ -58,6 +58,7 @@ _ROLE = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*)?(?:human|user|assistant|gpt|bot)[ \
 _QUESTION = re.compile(r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*)?(?:question(?:[ \t]*\d+)?|q|问题)"
                        r"(?:\*\*)?[ \t]*(?:[:：].*)?$", re.I | re.M)
 _LISTED = re.compile(r"^[ \t]*[(\[]?([A-Z])[)\].:][ \t]+(\S.*?)[ \t]*$")
+OPTION_LINE = _LISTED  # one option line, `A) text`: its letter and text (the test server's too)
 _OPTION_LINE = re.compile(r"^[ \t]*(?:options?[ \t]*[:：].*|[(\[]?[A-Z][)\].:][ \t]+\S.*|"
                           r".*\([A-Z]\)[^()]*\([A-Z]\).*)$", re.I)
 

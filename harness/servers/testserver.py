@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import math
 import random
-import re
 import threading
 import time
 from collections import Counter
@@ -23,13 +22,12 @@ from typing import Any, Callable
 import orjson
 from aiohttp import web
 
+from harness.score.parsing import OPTION_LINE
 from harness.servers.hostile import HOSTILE, hostile_reply
 
 Responder = Callable[[dict[str, Any]], str]
 # Token → probability at each generated position (one dict: a one-token answer).
 Distribution = Callable[[dict[str, Any]], "dict[str, float] | list[dict[str, float]]"]
-_OPTION_LINE = re.compile(r"^\(?([A-H])[\)\.]\s", re.M)
-_OPTION_TEXT = re.compile(r"^\(?([A-H])[\)\.]\s+(.+)$", re.M)
 # How chat VLMs actually answer (each read by the parser): `mixed` picks one per request.
 MIXED_FORMATS = (
     "{letter}",
@@ -84,8 +82,13 @@ def by_model(styles: dict[str, str], default: Responder) -> Responder:
     return lambda body: responders.get(body.get("model"), default)(body)
 
 
+def option_lines(text: str) -> list[tuple[str, str]]:
+    """(letter, text) of each option line in a prompt (the parser's pattern for one)."""
+    return [m.groups() for m in map(OPTION_LINE.match, text.splitlines()) if m]
+
+
 def option_letters(text: str) -> list[str]:
-    return _OPTION_LINE.findall(text) or ["A"]
+    return [letter for letter, _ in option_lines(text)] or ["A"]
 
 
 def make_responder(style: str, answers: dict[str, str] | None = None) -> Responder:
@@ -117,7 +120,7 @@ def make_responder(style: str, answers: dict[str, str] | None = None) -> Respond
         def varied(body: dict[str, Any]) -> str:
             text, image = prompt_parts(body)
             last = last_user_text(body)
-            options = dict(_OPTION_TEXT.findall(last)) or {"A": "the first option"}
+            options = dict(option_lines(last)) or {"A": "the first option"}
             rng = random.Random(f"{seed}:{request_key(text, image)}")
             letter = rng.choice(sorted(options))
             return rng.choice(MIXED_FORMATS).format(letter=letter, text=options[letter].strip())
@@ -144,6 +147,7 @@ class Behaviour:
     fault_seed: int = 0
     hang_s: float = 30.0  # how long a "hang" fault stalls (set past the client's timeout)
     retry_after_s: float = 0.1
+    retry_after: str | None = None  # the Retry-After header as given (e.g. an HTTP-date)
     require_key: str | None = None  # answer 401 unless `Authorization: Bearer <key>`
     headers: dict[str, str] | None = None  # sent with every answer (e.g. x-ratelimit-*)
     # Answer modes (adapters.answer_modes): the token distribution that `logprobs` requests get
@@ -246,7 +250,8 @@ def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
 async def _fault(kind: str, request: web.Request, behaviour: Behaviour) -> web.StreamResponse:
     if kind == "429":
         return web.json_response({"error": {"message": "Rate limit reached"}}, status=429,
-                                 headers={"Retry-After": f"{behaviour.retry_after_s:g}"})
+                                 headers={"Retry-After": behaviour.retry_after
+                                          or f"{behaviour.retry_after_s:g}"})
     if kind in ("500", "503"):
         return web.json_response({"error": {"message": f"injected {kind}"}}, status=int(kind))
     if kind == "badjson":
