@@ -6,13 +6,15 @@ official code; see PROTOCOL.md in the shared notes and README.md.
 from __future__ import annotations
 
 import hashlib
+import string
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 QUESTION_TYPES = ("classification", "domain", "subdomain", "modality", "submodality", "stain")
 COARSE_TYPES = QUESTION_TYPES[1:]
 FINE_TYPE = "classification"
-LETTERS = "ABCDEFGH"
+LETTERS = string.ascii_uppercase  # option letters, the one alphabet (extract reads up to Z)
+MAX_OPTIONS = 8  # uBench asks at most A-H
 
 EXCLUDED_BY_DEFAULT = ("opencell", "sirinukunwattana_et_al_2016")
 # The official fine-grained total leaves these two out.
@@ -138,8 +140,8 @@ def _make_item(image_id: str, ds_name: str, qtype: str, q: dict[str, Any]) -> It
     if not isinstance(options, list) or not options or not all(isinstance(o, str) for o in options):
         problem = f"field '{field_prefix}.options': missing or not a list of strings"
         options = []
-    elif len(options) > len(LETTERS):
-        problem = f"field '{field_prefix}.options': {len(options)} options, at most {len(LETTERS)}"
+    elif len(options) > MAX_OPTIONS:
+        problem = f"field '{field_prefix}.options': {len(options)} options, at most {MAX_OPTIONS}"
     elif answer not in options:
         problem = f"field '{field_prefix}.answer': {answer!r} is not among the options"
     else:

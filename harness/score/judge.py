@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Iterable, Mapping
 
+from harness import config
 from harness.adapters import Adapter, AdapterError, ChatRequest, GenerationParams, create_adapter
 from harness.run.cache import CachedAdapter, ResponseCache
 from harness.run.retry import RetryPolicy
@@ -103,7 +104,8 @@ class Judge:
 
 
 def build_judge(spec: str, *, base_url: str | None = None, seed: int | None = 0,
-                timeout: float = 120.0, concurrency: int = 32, max_attempts: int = 6) -> Judge:
+                timeout: float = config.TIMEOUT_S, concurrency: int = config.CONCURRENCY,
+                max_attempts: int = config.MAX_ATTEMPTS) -> Judge:
     """The judge for a model spec; ValueError names what is wrong with it."""
     adapter = create_adapter(spec, base_url=base_url, seed=seed, timeout=timeout,
                              concurrency=concurrency)
