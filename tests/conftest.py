@@ -143,3 +143,26 @@ def build_real10_parquet(real10: Path, out: Path) -> Path:
 @pytest.fixture
 def real10_dataset(real10, tmp_path) -> Path:
     return build_real10_parquet(real10, tmp_path / "real10")
+
+
+def synthetic_rows(seed: int, n: int) -> list[dict]:
+    """`n` synthetic rows in the real schema, to be spoiled by a test and written with
+    `write_dataset`."""
+    import numpy as np
+
+    from harness.data.synthetic import all_label_names, make_row
+
+    rng = np.random.default_rng(seed)
+    return [make_row(rng, "kather_et_al_2016", all_label_names()) for _ in range(n)]
+
+
+def write_dataset(rows: list[dict], folder: Path) -> Path:
+    """`rows` as a local uBench copy (one Parquet file) in `folder`."""
+    import datasets as hf
+
+    from harness.data.synthetic import all_label_names, ubench_features
+
+    folder.mkdir(parents=True, exist_ok=True)
+    hf.Dataset.from_list(rows, features=ubench_features(all_label_names())).to_parquet(
+        str(folder / "part.parquet"))
+    return folder

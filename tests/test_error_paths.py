@@ -9,13 +9,12 @@ import time
 from email.utils import formatdate
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from harness.data.sources import SAMPLE_PATH
 from harness.run.retry import retry_after_seconds
 from harness.servers.testserver import TestServer
-from tests.conftest import need, read_jsonl, ubench
+from tests.conftest import read_jsonl, synthetic_rows, ubench, write_dataset
 
 
 def no_traceback(proc) -> bool:
@@ -56,17 +55,10 @@ def test_a_managed_server_that_never_becomes_healthy_is_stopped(tmp_path):
 
 
 def test_a_corrupt_row_mid_stream_fails_only_its_items(tmp_path):
-    hf = need("datasets", reason="building the Parquet copy needs `datasets`")
-    from harness.data.synthetic import all_label_names, make_row, ubench_features
-
-    rng = np.random.default_rng(11)
-    rows = [make_row(rng, "kather_et_al_2016", all_label_names()) for _ in range(5)]
+    rows = synthetic_rows(11, 5)
     rows[2]["image"] = {"bytes": b"\xff\xd8\xff not a JPEG at all", "path": "x.jpg"}
     rows[2]["questions"]["stain"]["options"] = None
-    data = tmp_path / "data"
-    data.mkdir()
-    hf.Dataset.from_list(rows, features=ubench_features(all_label_names())).to_parquet(
-        str(data / "part.parquet"))
+    data = write_dataset(rows, tmp_path / "data")
     out = tmp_path / "run"
     proc = ubench("run", "--model", "random", "--dataset", str(data), "--output", str(out),
                   "--no-progress", check=False)

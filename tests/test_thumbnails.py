@@ -14,7 +14,7 @@ from PIL import Image
 
 from harness.data.sources import SAMPLE_PATH
 from harness.report.thumbnails import THUMBNAILS, ThumbnailSketch, browser_images, image_rank
-from tests.conftest import read_jsonl, ubench
+from tests.conftest import read_jsonl, synthetic_rows, ubench, write_dataset
 
 
 def page_thumbs(run_dir: Path) -> dict[str, str]:
@@ -51,20 +51,12 @@ def _jpeg(size: int, seed: int) -> bytes:
 
 
 def test_bad_images_lose_only_their_own_thumbnail(tmp_path, monkeypatch):
-    import datasets as hf
-
-    from harness.data.synthetic import all_label_names, make_row, ubench_features
-
-    rng = np.random.default_rng(3)
-    rows = [make_row(rng, "kather_et_al_2016", all_label_names()) for _ in range(5)]
+    rows = synthetic_rows(3, 5)
     torn = _jpeg(64, 1)
     rows[1]["image"] = {"bytes": torn[:len(torn) // 2], "path": "torn.jpg"}  # sent, undecodable
     rows[3]["image"] = {"bytes": _jpeg(600, 2), "path": "bomb.jpg"}  # over 2x the pixel limit
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150_000)
-    data = tmp_path / "data"
-    data.mkdir()
-    hf.Dataset.from_list(rows, features=ubench_features(all_label_names())).to_parquet(
-        str(data / "part.parquet"))
+    data = write_dataset(rows, tmp_path / "data")
     out = tmp_path / "run"
     proc = ubench("run", "--model", "random", "--dataset", str(data), "--output", str(out),
                   "--no-progress", check=False)
