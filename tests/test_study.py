@@ -218,3 +218,28 @@ def test_a_study_file_that_is_not_a_study_is_one_clear_line(tmp_path, text, expe
     path.write_text(text)
     proc = ubench("study", str(path), "--dry-run", check=False)
     assert proc.returncode != 0 and expected in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_demo_study_file_runs_two_model_names_on_one_server(tmp_path):
+    # docs/demo-study.yaml as shipped: one loopback server answers under two model names with
+    # different rules (`first` always names option A; `mixed` varies letters and formats).
+    out = tmp_path / "demo-study"
+    with TestServer("random", model_styles={"vlm-mixed": "mixed", "vlm-first": "first"}) as s:
+        ubench("study", str(ROOT / "docs" / "demo-study.yaml"), "--output", str(out),
+               env={"UBENCH_DEMO_URL": s.base_url})
+    folders = cell_folders(out)
+    assert len(folders) == 8
+    leaderboard = json.loads((out / "study.json").read_text())["leaderboard"]
+    assert {(row["model"], row["template"]) for row in leaderboard} == {
+        (m, t) for m in ("vlm-mixed", "vlm-first") for t in TEMPLATES}
+    for folder in folders:
+        records = read_jsonl(folder / "samples.jsonl")
+        letters = {r["extracted"] for r in records}
+        if "vlm-first" in folder.parts:
+            assert letters == {"A"} and all(r["correct"] == (r["gold"] == "A") for r in records)
+        else:
+            assert len(letters - {None}) > 2  # the other name is answered by the other rule
+        row = next(r for r in leaderboard
+                   if folder.parts[-3:] == (r["model"], "free-stored-seed0", r["template"]))
+        summary = json.loads((folder / "summary.json").read_text())
+        assert row["robust/coarse"]["accuracy"] == summary["scorers"]["robust"]["coarse"]["accuracy"]
