@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import random
 import re
@@ -13,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from harness.data.sources import SAMPLE_PATH
-from harness.report.thumbnails import THUMBNAILS, ThumbnailSketch, browser_images, image_rank
+from harness.report.thumbnails import MAX_PENDING, THUMBNAILS, ThumbnailSketch, browser_images, image_rank
 from tests.conftest import read_jsonl, synthetic_rows, ubench, write_dataset
 
 
@@ -66,6 +67,29 @@ def test_bad_images_lose_only_their_own_thumbnail(tmp_path, monkeypatch):
     assert set(thumbs) == good
     assert "2 of 5 images have none" in (out / "report.html").read_text()
     assert "no thumbnail for image " + rows[1]["image_id"] in (out / "run.log").read_text()
+
+
+def test_a_warning_logged_in_an_encode_thread_reaches_run_log(tmp_path):
+    # Met after MAX_PENDING images were held back (or the count settled), the torn image's
+    # thumbnail is tried at once in the encode thread: its warning must still reach run.log.
+    rows = synthetic_rows(4, MAX_PENDING + 2)
+    torn = _jpeg(64, 3)
+    rows[-1]["image"] = {"bytes": torn[:len(torn) // 2], "path": "torn.jpg"}
+    data = write_dataset(rows, tmp_path / "data")
+    out = tmp_path / "run"
+    seen: list[logging.LogRecord] = []
+    catch = logging.Handler()
+    catch.emit = seen.append  # type: ignore[method-assign]
+    logging.getLogger("ubench").addHandler(catch)
+    try:
+        ubench("run", "--model", "random", "--dataset", str(data), "--output", str(out),
+               "--no-progress", "--concurrency", "1")
+    finally:
+        logging.getLogger("ubench").removeHandler(catch)
+    warning = "no thumbnail for image " + rows[-1]["image_id"]
+    threads = [r.threadName for r in seen if r.getMessage().startswith(warning)]
+    assert len(threads) == 1 and threads[0].startswith("ubench-encode")
+    assert warning in (out / "run.log").read_text()
 
 
 def test_shards_merged_give_the_thumbnails_of_one_run(tmp_path):

@@ -12,7 +12,6 @@ never open the dataset, and a run folder reports the same wherever it is moved.
 from __future__ import annotations
 
 import base64
-import contextvars
 import hashlib
 import heapq
 import io
@@ -117,7 +116,6 @@ class ThumbnailRecorder:
         self._lock = threading.Lock()
         self._settling = threading.Lock()  # a late count must not write into closed files
         self._closed = False
-        self._context = contextvars.copy_context()  # run.log takes only this run's records
 
     def offer(self, image_id: str, n_records: int, raw: bytes | None) -> None:
         """Make and store the image's thumbnail if the browser may show it; a bad image is logged
@@ -151,7 +149,7 @@ class ThumbnailRecorder:
         try:
             thumb = make_thumbnail(raw)
         except Exception as exc:  # Pillow raises many types (bombs included) for bad data
-            self._context.copy().run(log.warning, "no thumbnail for image %s: %s", image_id, exc)
+            log.warning("no thumbnail for image %s: %s", image_id, exc)
             return
         line = {"image_id": image_id, "thumbnail": thumb}
         for writer in self.writers:

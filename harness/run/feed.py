@@ -3,10 +3,12 @@
 The runner's producer pulls one batch per hop to a worker thread (a hop per example costs more in
 thread hand-offs than the work itself). Within a batch the images are encoded in parallel by a thread
 pool sized to the cores: decoding, resizing and PNG/JPEG encoding in Pillow release the GIL, so the
-CPU-heavy re-encoding paths (`--max-image-pixels`, `--image-format`) use every core.
+CPU-heavy re-encoding paths (`--max-image-pixels`, `--image-format`) use every core. Each encode
+runs in a copy of the caller's context, so what it logs reaches the run's own run.log.
 """
 from __future__ import annotations
 
+import contextvars
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterable, Iterator
@@ -41,5 +43,8 @@ def encoded_batches(examples: Iterable[Example], todo_of: Callable[[Example], li
 
 def _encode_all(pool: ThreadPoolExecutor, pending: list[tuple[list[Any], Example]],
                 encode: Callable[[Example], Encoded]) -> Batch:
-    encoded = pool.map(encode, [example for _, example in pending])
+    # One copy per task: a context can be entered by one thread at a time.
+    contexts = [contextvars.copy_context() for _ in pending]
+    encoded = pool.map(lambda context, example: context.run(encode, example), contexts,
+                       [example for _, example in pending])
     return [(todo, image, problem) for (todo, _), (image, problem) in zip(pending, encoded)]
