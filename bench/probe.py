@@ -66,13 +66,13 @@ def timed_examples(*args, **kwargs):
         yield example
 
 
-_count_items = runner._count_items
+_count_requests = runner.count_requests
 
 
 def timed_count(*args, **kwargs):  # the up-front pass that counts items for the progress bar
     t = time.thread_time()
     try:
-        return _count_items(*args, **kwargs)
+        return _count_requests(*args, **kwargs)
     finally:
         state["count_cpu_s"] += time.thread_time() - t
 
@@ -139,7 +139,7 @@ if __name__ == "__main__":
     runner.iter_examples = timed_examples
     runner.finalize = timed_finalize
     report_module.write_report = finalize_module.write_report = timed_report
-    runner._count_items = timed_count
+    runner.count_requests = timed_count
     openai_compat.OpenAICompatAdapter.complete = noting_complete
     atexit.register(report, Path(sys.argv[1]))
     main(sys.argv[2:], prog_name="ubench")

@@ -238,8 +238,8 @@ def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str
                 if folder.exists() and not folder.is_dir():
                     raise InputError(f"--output {folder}: is a file, not a folder")
                 locks.enter_context(folder_lock(folder))
-            with _managed_server(config) as server:
-                return asyncio.run(_run(config, specs, server))
+            with managed_server(config) as server:
+                return asyncio.run(run_pipeline(config, specs, server))
     except FolderLocked as exc:
         raise InputError(str(exc)) from None
     except ServerStartError as exc:
@@ -270,8 +270,9 @@ def check_answer_mode(config: RunConfig) -> None:
 
 
 @contextmanager
-def _managed_server(config: RunConfig) -> Iterator[ManagedServer | None]:
-    """With --serve, a vLLM server for the model that lives as long as the run; else nothing."""
+def managed_server(config: RunConfig) -> Iterator[ManagedServer | None]:
+    """With --serve, a vLLM server for the model that lives as long as the run (or the study's
+    cells of that model); else nothing."""
     if not config.serve:
         yield None
         return
@@ -286,8 +287,12 @@ def _managed_server(config: RunConfig) -> Iterator[ManagedServer | None]:
         yield server
 
 
-async def _run(config: RunConfig, specs: list[tuple[str, Path]],
-               server: ManagedServer | None = None) -> list[dict[str, Any]]:
+async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
+                       server: ManagedServer | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) every (template, output folder) of `specs` in one pipeline on the running
+    event loop, each image read and encoded once for all; `server` is the managed vLLM server, if
+    any. Returns the summaries in `specs` order. Several may share one event loop (a study's cells
+    on different servers): each writes only its own run.log."""
     _CURRENT_RUN.set(object())
     try:
         source = resolve_source(config.dataset, config.revision)
@@ -347,7 +352,7 @@ async def _run(config: RunConfig, specs: list[tuple[str, Path]],
              ", ".join(t.name for t in templates), progress.skipped)
     thumbs = ThumbnailRecorder(outs, counted=source.kind != "hub")
     import_plotting_soon()
-    total = asyncio.to_thread(_count_items, source, config, len(templates), thumbs)
+    total = asyncio.to_thread(count_requests, source, config, len(templates), thumbs)
     aborted = None
     try:
         with ExitStack() as stack:
@@ -442,10 +447,10 @@ def _examples(source, config: RunConfig, columns: list[str] | None = None):
                                    circular=config.circular)
 
 
-def _count_items(source, config: RunConfig, n_variants: int,
-                 thumbs: ThumbnailRecorder | None = None) -> int | None:
-    """How many requests the run holds, reading no images (for the progress bar's ETA); the
-    records per image settle which images get a thumbnail.
+def count_requests(source, config: RunConfig, n_variants: int,
+                   thumbs: ThumbnailRecorder | None = None) -> int | None:
+    """How many requests the run holds, reading no images (for the progress bar's ETA and a
+    study's --dry-run); the records per image settle which images get a thumbnail.
 
     Streaming the Hub twice would cost as much as the run's reading; there only --limit is known.
     """

@@ -26,9 +26,9 @@ from harness.run.runner import (
     InputError,
     RunConfig,
     RunError,
-    _count_items,
-    _managed_server,
-    _run,
+    count_requests,
+    managed_server,
+    run_pipeline,
 )
 from harness.run.study_file import ModelEntry, Study
 from harness.servers.vllm_server import ServerStartError
@@ -90,7 +90,7 @@ def cells(study: Study, output: Path) -> list[dict[str, Any]]:
     rows = []
     for pipe in pipelines(study, output):
         config = run_config(study, pipe)
-        total = _count_items(resolve_source(config.dataset, config.revision), config, 1)
+        total = count_requests(resolve_source(config.dataset, config.revision), config, 1)
         for name in names:
             folder = pipe.folder / name
             done = ({r["item_id"] for r in read_samples(folder / SAMPLES) if not r.get("error")}
@@ -116,8 +116,8 @@ def run_study(study: Study, output: Path, *, force: bool = False,
         for pipe in pipes:
             config = dataclasses.replace(run_config(study, pipe), force=force)
             echo(f"cell {pipe.model.label} · {pipe.condition}: {', '.join(names)}")
-            await _run(config, [(t, pipe.folder / n) for t, n in zip(study.templates, names)],
-                       servers.get(pipe.model.label))
+            specs = [(t, pipe.folder / n) for t, n in zip(study.templates, names)]
+            await run_pipeline(config, specs, servers.get(pipe.model.label))
             echo(f"done {pipe.model.label} · {pipe.condition}")
 
     async def everything(servers: dict[str, Any]) -> None:
@@ -134,7 +134,7 @@ def run_study(study: Study, output: Path, *, force: bool = False,
                 if pipes[0].model.serve:
                     config = dataclasses.replace(run_config(study, pipes[0]),
                                                  output=pipes[0].folder.parent)
-                    servers[pipes[0].model.label] = stack.enter_context(_managed_server(config))
+                    servers[pipes[0].model.label] = stack.enter_context(managed_server(config))
         except ServerStartError as exc:
             raise RunError(str(exc)) from None
         asyncio.run(everything(servers))
