@@ -504,7 +504,12 @@ def merge_cmd(run_dirs: tuple[Path, ...], output: Path) -> None:
 @click.option("--force", is_flag=True, help="Start every cell over.")
 def study_cmd(study_file: Path, output: Path | None, dry_run: bool, force: bool) -> None:
     """Run a prompt study (models × templates × answer modes × option orders × seeds) from a
-    YAML file: each cell a run folder, then study.md/.html/.json and a heatmap."""
+    YAML file: each cell a run folder, then study.md/.html/.json and a heatmap.
+
+    Exit status, as for `ubench run`, over all the cells: 0 every item has an answer; 1 some
+    items are errors (a re-run retries them); 2 usage or input error (the study file); 3 no item
+    could be answered.
+    """
     from harness.report.compare import CompareError
     from harness.report.study import STUDY_HTML, STUDY_MD, write_study
     from harness.run.runner import RunError
@@ -529,11 +534,13 @@ def study_cmd(study_file: Path, output: Path | None, dry_run: bool, force: bool)
             click.echo(f"{len(rows)} cells; {sum(known)} requests to send.")
             return
         done = run_study(study, output, force=force, echo=click.echo)
-        write_study(study.name, done, study.metric, output, spec=study.spec,
-                    seed=study.seeds[0])
+        result = write_study(study.name, done, study.metric, output, spec=study.spec,
+                             seed=study.seeds[0])
     except RunError as exc:
         raise Failure(str(exc), exc.exit_code) from None
-    except (StudyFileError, DatasetLoadError, CompareError, ValueError) as exc:
+    except StudyFileError as exc:
+        raise Failure(str(exc), exit_codes.USAGE) from None
+    except (DatasetLoadError, CompareError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:
         raise Failure(_os_error(exc)) from None
@@ -543,6 +550,7 @@ def study_cmd(study_file: Path, output: Path | None, dry_run: bool, force: bool)
         sys.exit(130)
     click.echo((output / STUDY_MD).read_text(encoding="utf-8"))
     click.echo(f"Study written to {output}/ (open {output / STUDY_HTML})")
+    sys.exit(exit_codes.for_summaries(result["leaderboard"]))  # each cell's n_errors, n_scored
 
 
 @main.command("prompts")

@@ -243,3 +243,34 @@ def test_the_demo_study_file_runs_two_model_names_on_one_server(tmp_path):
                    if folder.parts[-3:] == (r["model"], "free-stored-seed0", r["template"]))
         summary = json.loads((folder / "summary.json").read_text())
         assert row["robust/coarse"]["accuracy"] == summary["scorers"]["robust"]["coarse"]["accuracy"]
+
+
+def test_a_study_exits_as_a_run_does(tmp_path):
+    # One model on a server that fails requests: 3 when no item is answered, 1 when some are
+    # errors, 2 for a bad study file (nothing sent); 0 is the other tests' default check.
+    def one_model(url: str, name: str) -> Path:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"name: {name}\ndataset: sample\nlimit: 6\n"
+                        f"models:\n  - model: openai/vlm\n    base_url: {url}\n"
+                        "templates: [official]\ngeneration:\n  max_attempts: 1\n")
+        return path
+
+    with TestServer("random", fault_rate=1.0, faults=("500",)) as server:
+        none = ubench("study", str(one_model(server.base_url, "none")), "--output",
+                      str(tmp_path / "none"), check=False)
+        server.behaviour.fault_rate = 0.5
+        some = ubench("study", str(one_model(server.base_url, "some")), "--output",
+                      str(tmp_path / "some"), check=False)
+        sent = server.stats.requests
+        bad = one_model(server.base_url, "bad")
+        bad.write_text(bad.read_text().replace("templates:", "templatez:"))
+        usage = ubench("study", str(bad), "--output", str(tmp_path / "bad"), check=False)
+        assert server.stats.requests == sent
+    assert (none.returncode, some.returncode, usage.returncode) == (3, 1, 2), (
+        none.stderr, some.stderr, usage.stderr)
+    for proc in (none, some, usage):
+        assert "Traceback" not in proc.stderr
+    records = read_jsonl(tmp_path / "some" / "runs" / "openai_vlm" / "free-stored-seed0"
+                         / "official" / "samples.jsonl")
+    assert 0 < sum(bool(r["error"]) for r in records) < len(records) == 6
+    assert (tmp_path / "some" / "study.md").exists()
