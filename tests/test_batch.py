@@ -201,3 +201,27 @@ def test_vllm_run_batch_round_trip(tmp_path):
     assert all(1 <= r["usage"]["completion_tokens"] <= 4 for r in records)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["usage"]["prompt_tokens"] == sum(r["usage"]["prompt_tokens"] for r in records)
+
+
+def test_a_key_echoed_in_batch_answers_and_failures_is_redacted(tmp_path, private_cache):
+    from tests.test_hardening import secret_free
+    from tests.test_robustness import FAKE_KEY
+
+    out = tmp_path / "run"
+    with TestServer("random") as server:
+        server.batches.key_echo = True  # every answer and failure quotes the key
+        server.batches.error_every, server.batches.error_repeat = 5, True
+        proc = ubench("run", "--model", "openai/test-model", "--base-url", server.base_url,
+                      "--output", str(out), "--batch", "--batch-poll", "0", "--limit", "20",
+                      "--no-progress", env={"OPENAI_API_KEY": FAKE_KEY}, check=False)
+    assert proc.returncode == 1, proc.stderr  # the failed lines are errors
+    records = read_jsonl(out / "samples.jsonl")
+    answered = [r for r in records if not r["error"]]
+    failed = [r for r in records if r["error"]]
+    assert len(answered) == 16 and len(failed) == 4
+    assert all(r["response"].endswith("(key [REDACTED])") and r["redacted"] for r in answered)
+    assert all("(key [REDACTED])" in r["error"]["message"] for r in failed)
+    assert json.loads((out / "summary.json").read_text())["n_redacted"] == 16
+    assert list((out / "batch").glob("results-*.jsonl"))  # the raw copies, redacted too
+    secret_free(out, private_cache, secrets=(FAKE_KEY, FAKE_KEY[:8]))
+    assert FAKE_KEY[:8] not in proc.stdout + proc.stderr

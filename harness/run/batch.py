@@ -6,7 +6,8 @@ The run folder's `batch/` holds everything, written before the step that depends
   pending.jsonl        the record of every request without its answer (custom_id = item id)
   state.json           per file: its input file id, batch id, status and counts, saved the moment
                        each exists; a re-run reads it and never uploads or submits a file twice
-  results-*.jsonl      the output and error files as the server sent them (raw, untouched)
+  results-*.jsonl      the output and error files as the server sent them (raw, but for an echoed
+                       API key: answers and copies are redacted as online answers are)
 A batch created but not yet saved (the process killed in between) is found again by its metadata
 (`ubench_run`, `ubench_file`) in the server's batch list. Results are joined on custom_id (the
 server's order is not the input order) into the same samples.jsonl records as an online run.
@@ -240,9 +241,12 @@ class BatchRun:
             content = await self._api(f"downloading {file_id}",
                                       lambda: self.client.files.content(file_id))
             raw = content.content
-            (self.folder / f"results-{entry['batch_id']}-{key[:-8]}.jsonl").write_bytes(raw)
+            text = raw.decode("utf-8", "replace")
+            clean = self.redact(text)
+            copy = raw if clean == text else clean.encode("utf-8")
+            (self.folder / f"results-{entry['batch_id']}-{key[:-8]}.jsonl").write_bytes(copy)
             join_results(raw.splitlines(), file_id, sent, pending, writer, done | answered_ids,
-                         entry["batch_id"], entry["round"], answered_ids, failures)
+                         entry["batch_id"], entry["round"], answered_ids, failures, self.redact)
         for custom_id in sent - answered_ids - set(failures) - done:
             failures[custom_id] = f"batch {entry['batch_id']} {entry['status']} without answering it"
         failed = sorted(failures.keys() - answered_ids - done)
@@ -282,13 +286,15 @@ class BatchRun:
 
 def join_results(lines: Iterable[bytes], name: str, sent: set[str], pending: Mapping[str, dict[str, Any]],
                  writer: SampleWriter, done: set[str], batch_id: str, attempts: int,
-                 answered_ids: set[str], failures: dict[str, str]) -> None:
+                 answered_ids: set[str], failures: dict[str, str],
+                 redact: Callable[[str], str] = lambda s: s) -> None:
     """Write a record for each answered line of a results file (`{custom_id, response, error}`
-    lines, in any order); note failed lines in `failures`. Ids in `done` are skipped."""
+    lines, in any order); note failed lines in `failures`. Ids in `done` are skipped. Answers and
+    failures pass through `redact` (the adapter's, as online answers do)."""
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        custom_id, outcome = _read_result(line, n, name)
+        custom_id, outcome = _read_result(line, n, name, redact)
         if custom_id not in sent:
             log.warning("%s line %d: custom_id %r is not a request of this run; ignored", name,
                         n, custom_id)
@@ -324,7 +330,8 @@ def _custom_ids(path: Path) -> Iterable[str]:
             yield orjson.loads(line)["custom_id"]
 
 
-def _read_result(line: bytes, n: int, file_id: str) -> tuple[str | None, Any]:
+def _read_result(line: bytes, n: int, file_id: str,
+                 redact: Callable[[str], str]) -> tuple[str | None, Any]:
     """(custom_id, ChatResponse) for an answered line, (custom_id, reason) for a failed one."""
     try:
         row = orjson.loads(line)
@@ -339,11 +346,13 @@ def _read_result(line: bytes, n: int, file_id: str) -> tuple[str | None, Any]:
     status = response.get("status_code") if isinstance(response, dict) else None
     if error or status != 200:
         detail = error or (response.get("body") if isinstance(response, dict) else None)
-        return custom_id, f"HTTP {status}: {str(detail)[:300]}"
+        return custom_id, f"HTTP {status}: {redact(str(detail))[:300]}"
     try:
         reply = chat_response(response.get("body"), line[:200])
     except AdapterError as exc:
-        return custom_id, exc.message
+        return custom_id, redact(exc.message)
+    text = redact(reply.text)
+    reply.text, reply.redacted = text, text != reply.text  # as OpenAICompatAdapter.complete
     reply.latency_s = None  # a batch has no per-request latency
     return custom_id, reply
 

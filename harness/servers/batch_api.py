@@ -6,8 +6,9 @@ Upload (`POST /v1/files`, multipart, purpose=batch), create (`POST /v1/batches`)
 (validating → in_progress → finalizing → completed) unless `hold` is set, so tests control time
 by polling, never by sleeping. Knobs: every `error_every`-th line fails (into the error file; only
 the first time a custom_id is seen, so a resubmission succeeds), and
-the first `expire_first` batches expire with only their first half answered. Output lines come in
-reverse input order: clients must join on custom_id.
+the first `expire_first` batches expire with only their first half answered; with `key_echo`,
+answers and failure messages quote the API key the batch was created with (as the online hostile
+mode does). Output lines come in reverse input order: clients must join on custom_id.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class BatchService:
     error_every: int = 0
     error_repeat: bool = False  # a line drawn to fail fails in every batch, not only the first
     expire_first: int = 0
+    key_echo: bool = False  # answers and failures quote the key the batch was created with
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     counts: Counter = field(default_factory=Counter)  # uploads, creates, retrieves, lists
@@ -84,6 +86,7 @@ class BatchService:
             "output_file_id": None, "error_file_id": None, "metadata": body.get("metadata"),
             "request_counts": {"total": n, "completed": 0, "failed": 0},
             "expire": self.counts["creates"] <= self.expire_first,
+            "key": request.headers.get("Authorization", "").removeprefix("Bearer "),
         }
         return web.json_response(_public(self.batches[batch_id]))
 
@@ -115,6 +118,7 @@ class BatchService:
         if batch["expire"]:
             lines = lines[: len(lines) // 2]
         done, failed = [], []
+        echo = f" (key {batch['key']})" if self.key_echo else ""
         for i, line in enumerate(lines, 1):
             if self.error_every and i % self.error_every == 0 and line["custom_id"] not in seen:
                 self._failing.add(line["custom_id"])
@@ -122,12 +126,16 @@ class BatchService:
                     self.error_repeat or line["custom_id"] not in seen):
                 failed.append({"id": f"batch_req_{i}", "custom_id": line["custom_id"],
                                "response": {"status_code": 500, "request_id": f"req_{i}",
-                                            "body": {"error": {"message": "injected failure"}}},
+                                            "body": {"error": {
+                                                "message": "injected failure" + echo}}},
                                "error": None})
             else:
+                body = self.answer(line["body"])
+                if echo:
+                    body["choices"][0]["message"]["content"] += echo
                 done.append({"id": f"batch_req_{i}", "custom_id": line["custom_id"],
                              "response": {"status_code": 200, "request_id": f"req_{i}",
-                                          "body": self.answer(line["body"])},
+                                          "body": body},
                              "error": None})
         for key, rows in (("output_file_id", done[::-1]), ("error_file_id", failed[::-1])):
             if rows:
@@ -143,7 +151,7 @@ BATCHES = web.AppKey("batches", BatchService)
 
 
 def _public(batch: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in batch.items() if k != "expire"}
+    return {k: v for k, v in batch.items() if k not in ("expire", "key")}
 
 
 def _error(status: int, message: str) -> web.Response:
