@@ -56,7 +56,7 @@ class ChatResponse:
     text: str
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None  # the server's `usage` object, untouched
-    latency_s: float = 0.0
+    latency_s: float | None = 0.0  # None: no per-request latency (a batch reply)
     attempts: int = 1
     meta: dict[str, Any] = field(default_factory=dict)
     redacted: bool = False  # the API key (or credentials) in the answer were replaced by a marker

@@ -116,7 +116,7 @@ class OpenAICompatAdapter(Adapter):
             parts = []
             for part in msg["content"]:
                 if part["type"] == "image":
-                    url = example_images[part["image_id"]].data_url if "image_id" in part \
+                    url = (example_images or {})[part["image_id"]].data_url if "image_id" in part \
                         else image_url
                     image: dict[str, Any] = {"url": url}
                     if self.image_detail:

@@ -66,8 +66,9 @@ def content_text(message: dict[str, Any]) -> str:
     if isinstance(content, list):
         texts = [part.get("text") for part in content
                  if isinstance(part, dict) and part.get("type") in ("text", "output_text")]
-        if texts and all(isinstance(t, str) for t in texts):
-            return "".join(texts)
+        strings = [t for t in texts if isinstance(t, str)]
+        if texts and len(strings) == len(texts):
+            return "".join(strings)
         raise ReplyError("bad_content", "message.content is a list without text parts")
     if content is None:
         refusal = message.get("refusal")

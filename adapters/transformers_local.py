@@ -11,7 +11,7 @@ import asyncio
 import base64
 import io
 import time
-from typing import Any
+from typing import Any, cast
 
 import torch
 import transformers
@@ -63,6 +63,7 @@ class TransformersAdapter(Adapter):
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._serve())
         future = asyncio.get_running_loop().create_future()
+        assert self._queue is not None  # made with the worker
         await self._queue.put((request, future))
         return await future
 
@@ -108,7 +109,7 @@ class TransformersAdapter(Adapter):
                                           retryable=False)
                 continue
             try:  # in the order the image parts appear (few-shot examples name theirs)
-                shown = [decode_data_url(request.example_images[part["image_id"]].data_url)
+                shown = [decode_data_url((request.example_images or {})[part["image_id"]].data_url)
                          if "image_id" in part else image
                          for msg in request.messages for part in msg["content"]
                          if part["type"] == "image"]
@@ -121,7 +122,7 @@ class TransformersAdapter(Adapter):
             images.append(shown)
             index.append(i)
         if not index:
-            return results
+            return _answered(results)
         start = time.perf_counter()
         inputs = self.processor(text=texts, images=images if any(images) else None,
                                 padding=True, return_tensors="pt")
@@ -131,7 +132,7 @@ class TransformersAdapter(Adapter):
         if params.answer_mode == "logprobs":
             for i, response in zip(index, self._letter_logprobs(inputs, letters, params, start)):
                 results[i] = response
-            return results
+            return _answered(results)
         kwargs: dict[str, Any] = {"max_new_tokens": params.max_tokens,
                                   "do_sample": params.temperature > 0}
         if params.answer_mode == "choice":  # one letter, then the end of the turn
@@ -162,7 +163,7 @@ class TransformersAdapter(Adapter):
                 latency_s=latency,
                 meta={"batch_size": len(index)},
             )
-        return results
+        return _answered(results)
 
     def _eos_ids(self) -> list[int]:
         eos = self.model.generation_config.eos_token_id
@@ -225,6 +226,12 @@ class TransformersAdapter(Adapter):
             self._worker = None
 
 
+def _answered(results: list[ChatResponse | AdapterError | None]) -> list[ChatResponse | AdapterError]:
+    """`results` once each slot holds its request's response or error (filled by index above)."""
+    assert None not in results
+    return cast(list[ChatResponse | AdapterError], results)
+
+
 class LetterChoice(LogitsProcessor):
     """`--answer-mode choice` at generation: the first new token must spell an option letter,
     and the next ends the turn. Each letter competes with its total probability over its token
@@ -236,7 +243,7 @@ class LetterChoice(LogitsProcessor):
         self.prompt_length = prompt_length
         self.eos = eos
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
         masked = torch.full_like(scores, float("-inf"))
         if input_ids.shape[1] > self.prompt_length:
             masked[:, self.eos] = 0.0

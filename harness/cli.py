@@ -19,7 +19,8 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = exit_codes.SOME_ERRORS):
         super().__init__(message)
-        self.exit_code = exit_code
+        # click declares exit_code a ClassVar (default 1) and reads it from the instance.
+        self.exit_code = exit_code  # type: ignore[misc]
 
 
 def _base_url(ctx, param, values: tuple[str, ...] | str | None):
@@ -288,6 +289,7 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
     if export_batch:
         return
     if len(prompts) == 1:
+        assert summary is not None  # None only for --export-batch, returned above
         click.echo(summary_markdown(summary, read_json(output / MANIFEST)))
         click.echo(f"Results written to {output}/ (open {output / REPORT_HTML})")
         sys.exit(exit_codes.for_summaries([summary]))
@@ -299,7 +301,7 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
     click.echo(compare_markdown(result))
     click.echo(f"Runs written to {', '.join(f'{f}/' for f in folders)}; comparison in "
                f"{output}/compare.md and compare.html")
-    sys.exit(exit_codes.for_summaries(summaries.values()))
+    sys.exit(exit_codes.for_summaries(s for s in summaries.values() if s is not None))
 
 
 def _dry_run(config, prompts: list[str]) -> None:

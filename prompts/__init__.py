@@ -10,7 +10,7 @@ import json
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import jsonschema
 import yaml
@@ -118,7 +118,7 @@ def _check_placeholders(text: str, allowed: set[str], where: str) -> None:
 
 
 def render(template: Template, question: str, options: dict[str, str],
-           shots: list[Shot] = ()) -> list[dict[str, Any]]:
+           shots: Sequence[Shot] = ()) -> list[dict[str, Any]]:
     """Chat messages for one item; `options` maps letters to option texts in display order.
 
     With `shots` (few-shot), the template's system turns come first, then each example as the
@@ -128,6 +128,7 @@ def render(template: Template, question: str, options: dict[str, str],
     """
     if not shots:
         return _turns(template, template.messages, question, options)
+    assert template.examples is not None, "few-shot shots for a template without examples"
     system = [m for m in template.messages if m["role"] == "system"]
     asked = [m for m in template.messages if m["role"] != "system"]
     messages = _turns(template, system, question, options)

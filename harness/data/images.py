@@ -83,7 +83,7 @@ def encode_image(raw: bytes | None, *, image_format: str = "auto",
     try:
         with PILImage.open(io.BytesIO(raw)) as probe:
             probe.verify()  # checks structure without a full decode
-        img = PILImage.open(io.BytesIO(raw))
+        img: PILImage.Image = PILImage.open(io.BytesIO(raw))
         src_format = img.format or ""
         width, height = img.size
         target = src_format if image_format == "auto" else image_format.upper()

@@ -22,7 +22,8 @@ def reorder(item: Item, order: Sequence[int], *, item_id: str | None = None,
     shown = item.option_order or tuple(range(len(item.options)))
     return replace(item, item_id=item_id or item.item_id,
                    options=tuple(item.options[i] for i in order),
-                   gold_index=list(order).index(item.gold_index),
+                   gold_index=(None if item.gold_index is None
+                               else list(order).index(item.gold_index)),
                    option_order=tuple(shown[i] for i in order), rotation=rotation)
 
 

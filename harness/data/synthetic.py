@@ -64,7 +64,7 @@ def ubench_features(label_names: list[str]):
 
 
 # One profile per source dataset: metadata, look of the images, and the fine-grained classes.
-PROFILES: dict[str, dict[str, Any]] = {
+PROFILES: dict[str | None, dict[str, Any]] = {
     "acevedo_et_al_2020": dict(
         domain="pathology", subdomain="hematology", modality="light microscopy",
         submodality="brightfield microscopy", stain="Giemsa", look="blood",

@@ -31,13 +31,13 @@ def calibration_comparison(runs: list, shared: list[str], seed: int = 0) -> dict
     arrays = [ItemArrays([run.scored[i] for i in items], N_BINS) for run in runs]
     reference = [runs[0].scored[i] for i in items]
     images = cluster_codes(np.array([r["image_id"] for r in reference]))
-    groups = {"all": list(range(len(items)))}
+    groups: dict[str, list[int]] = {"all": list(range(len(items)))}
     groups.update({n: idx for n, idx in sorted(paper_groups(reference).items(),
                                                 key=lambda kv: group_order(kv[0]))
                    if n.split("/")[0] in GROUP_HEADS})
-    rows = []
-    for name, idx in groups.items():
-        idx = np.array(idx, dtype=int)
+    rows: list[dict[str, Any]] = []
+    for name, members in groups.items():
+        idx = np.array(members, dtype=int)
         metrics = [point_metrics(ItemArrays([run.scored[items[i]] for i in idx], N_BINS))
                    for run in runs]
         differences = []

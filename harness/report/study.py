@@ -106,7 +106,7 @@ def _sensitivity(folders: list[str], templates: list[str], metric: dict[str, str
     ids = [shared[i] for i in index]
     outcomes = np.array([[bool(run[i][key]) for i in ids] for run in runs], dtype=float)
     images = np.array([runs[0][i]["image_id"] for i in ids]) if ids else np.array([])
-    result = spread_bootstrap(outcomes, images, seed=seed) if ids else {
+    result: dict[str, Any] = spread_bootstrap(outcomes, images, seed=seed) if ids else {
         "spread": None, "ci_low": None, "ci_high": None, "p_no_template_effect": None, "n": 0}
     if ids:
         accuracy = outcomes.mean(axis=1)
@@ -120,11 +120,17 @@ def _top(models: list[str], values: list[float | None]) -> list[str]:
     return [m for m, v in zip(models, values) if known and v == max(known)]
 
 
+def _template_tau(x: list[float | None], y: list[float | None]) -> float | None:
+    """Kendall's τ of two templates' scores; None when a model lacks a score under either."""
+    xs, ys = [v for v in x if v is not None], [v for v in y if v is not None]
+    return kendall_tau(xs, ys) if len(xs) == len(x) and len(ys) == len(y) else None
+
+
 def _stability(models: list[str], templates: list[str],
                scores: dict[str, list[float | None]]) -> dict[str, Any]:
-    pairs = []
+    pairs: list[dict[str, Any]] = []
     for a, b in itertools.combinations(templates, 2):
-        pairs.append({"templates": [a, b], "tau": kendall_tau(scores[a], scores[b])})
+        pairs.append({"templates": [a, b], "tau": _template_tau(scores[a], scores[b])})
     taus = [p["tau"] for p in pairs if p["tau"] is not None]
     tops = {t: _top(models, scores[t]) for t in templates}
     reference = tops[templates[0]]

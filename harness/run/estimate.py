@@ -83,7 +83,7 @@ def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:
     result.update({
         "model": config.model,
         "image_detail": detail,
-        "image_token_rule": ({"name": price.image_rule_name, **rule} if rule else None),
+        "image_token_rule": ({"name": price.image_rule_name, **rule} if rule and price else None),
         "image_token_note": None if rule else
         "no published image-token rule for this model in the price table: image_tokens not "
         "counted, costs unknown",

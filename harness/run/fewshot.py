@@ -37,6 +37,7 @@ class BankEntry:
     image: Any  # EncodedImage
 
     def shot(self) -> Shot:
+        assert self.item.gold_letter is not None  # the bank holds only items with a gold answer
         return Shot(self.item.image_id, self.item.question, self.item.option_map,
                     self.item.gold_letter)
 
@@ -78,6 +79,7 @@ def _rank(*parts: Any) -> bytes:
 
 def pool_source(template: Template, run_source):
     """Where the template's examples come from: the run's dataset, or the one `pool` names."""
+    assert template.examples is not None  # called for few-shot templates only
     pool = template.examples["pool"]
     if pool == "run":
         return run_source
@@ -94,6 +96,7 @@ def build_pool(template: Template, source, *, datasets: list[str] | None,
                include_excluded: bool, encode: Callable[[Example], Encoded]) -> ExamplePool:
     """Stream the pool once, keep the bank, encode the bank's images once each."""
     settings = template.examples
+    assert settings is not None  # called for few-shot templates only
     pool = ExamplePool(settings, {})
     size, seed = settings["bank_size"], settings["seed"]
     heaps: dict[str, list[tuple[bytes, str, Item, Example]]] = {}
@@ -106,10 +109,10 @@ def build_pool(template: Template, source, *, datasets: list[str] | None,
             for item in example.items:
                 if item.problem or item.gold_index is None:
                     continue
-                entry = (_rank(seed, "bank", item.item_id), item)
+                candidate = (_rank(seed, "bank", item.item_id), item)
                 group = pool.group_of(item)
-                if group not in best or entry[0] < best[group][0]:
-                    best[group] = entry
+                if group not in best or candidate[0] < best[group][0]:
+                    best[group] = candidate
             for group, (rank, item) in best.items():
                 heap = heaps.setdefault(group, [])  # max-heap by rank, as negated bytes
                 entry = (bytes(255 - b for b in rank), item.item_id, item, example)

@@ -187,8 +187,8 @@ class PacedAdapter(Adapter):
                 self.budget.settle(reserved, response)
         if self.limiter:
             counts = usage_counts(response.usage)
-            self.limiter.settle(prompt + request.params.max_tokens, counts and (
-                counts["prompt_tokens"] + counts["completion_tokens"]))
+            self.limiter.settle(prompt + request.params.max_tokens, (
+                counts["prompt_tokens"] + counts["completion_tokens"]) if counts else None)
             self.limiter.observe(response.meta.get("ratelimit"))
         return response
 

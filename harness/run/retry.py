@@ -60,8 +60,9 @@ class RetryPolicy:
             return max(min(floor, self.max_wait_s), jitter(state))
 
         def before_sleep(state: RetryCallState) -> None:
-            if on_retry is not None and state.outcome is not None:
-                on_retry(state.outcome.exception())
+            exc = state.outcome.exception() if state.outcome is not None else None
+            if on_retry is not None and isinstance(exc, AdapterError):  # only they are retried
+                on_retry(exc)
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.max_attempts),

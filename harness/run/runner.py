@@ -15,7 +15,7 @@ import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from harness import __version__, config
 from harness.adapters import (
@@ -208,12 +208,13 @@ class Variant:
     pool: ExamplePool | None = None  # few-shot templates: their examples
 
 
-def run(config: RunConfig) -> dict[str, Any]:
-    """Run (or resume) an evaluation into `config.output`; returns the summary."""
+def run(config: RunConfig) -> dict[str, Any] | None:
+    """Run (or resume) an evaluation into `config.output`; returns the summary (None with
+    `export_batch`: nothing is answered yet)."""
     return _run_sync(config, [(config.prompt, Path(config.output))])[0]
 
 
-def run_prompts(config: RunConfig, prompts: list[str]) -> dict[str, dict[str, Any]]:
+def run_prompts(config: RunConfig, prompts: list[str]) -> dict[str, dict[str, Any] | None]:
     """A prompt study: every template on the same items, into `config.output/<template name>/`.
 
     One pipeline serves all variants, so each image is read and encoded once for all of them.
@@ -229,7 +230,7 @@ def run_prompts(config: RunConfig, prompts: list[str]) -> dict[str, dict[str, An
     return dict(zip(names, _run_sync(config, list(zip(prompts, outs)))))
 
 
-def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str, Any]]:
+def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str, Any] | None]:
     check_answer_mode(config)
     folders = dict.fromkeys([Path(config.output), *(out for _, out in specs)])
     try:
@@ -253,7 +254,8 @@ def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str
 def check_answer_mode(config: RunConfig) -> None:
     """Refuse, before any server starts or request goes out, a mode the model cannot answer in."""
     provider, model = split_spec(config.model)
-    urls = [config.base_url] if isinstance(config.base_url, str) else config.base_url or [None]
+    urls: Sequence[str | None] = ([config.base_url] if isinstance(config.base_url, str)
+                                  else config.base_url or [None])
     for url in urls:
         if missing := unsupported(provider, model, url, config.answer_mode):
             raise UnsupportedAnswerMode(f"--answer-mode {config.answer_mode}: {config.model} "
@@ -288,7 +290,7 @@ def managed_server(config: RunConfig) -> Iterator[ManagedServer | None]:
 
 
 async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
-                       server: ManagedServer | None = None) -> list[dict[str, Any]]:
+                       server: ManagedServer | None = None) -> list[dict[str, Any] | None]:
     """Run (or resume) every (template, output folder) of `specs` in one pipeline on the running
     event loop, each image read and encoded once for all; `server` is the managed vLLM server, if
     any. Returns the summaries in `specs` order. Several may share one event loop (a study's cells
@@ -394,11 +396,11 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
         return [None for _ in outs]  # nothing answered yet: no summary
     gc.freeze()  # the end of the run makes many objects: its collections need not walk the run's
     try:
-        summaries = [finalize(out) for out in outs]
+        summaries: list[dict[str, Any] | None] = [finalize(out) for out in outs]
     finally:
         gc.unfreeze()
     if aborted is not None:
-        aborted.answered = any(s["n_scored"] for s in summaries)
+        aborted.answered = any(s and s["n_scored"] for s in summaries)
         raise aborted
     return summaries
 
@@ -670,8 +672,7 @@ def prepare_request(item: Item, image, image_error: str | None, template: Templa
     """The item's record without its answer, and the request to ask (None: bad input, and the
     record says why)."""
     record = base_record(item, template)
-    if item.problem or image_error:
-        problem = item.problem or image_error
+    if problem := item.problem or image_error:
         record["error"] = {"type": "bad_input", "status": None, "attempts": 0,
                            "field": problem.split("'")[1] if "'" in problem else None,
                            "message": f"item {item.item_id}: {problem}"}
@@ -767,7 +768,7 @@ def _watch_failures(record: dict[str, Any], progress: Progress, abort: list[str]
 
 def build_manifest(config: RunConfig, dataset: dict[str, str], template: Template,
                    adapter: Adapter, server: ManagedServer | None = None) -> dict[str, Any]:
-    selection = {"datasets": config.datasets, "question_types": config.question_types,
+    selection: dict[str, Any] = {"datasets": config.datasets, "question_types": config.question_types,
                  "limit": config.limit, "include_excluded": config.include_excluded}
     if config.shard:
         selection["shard"] = "{}/{}".format(*config.shard)

@@ -185,8 +185,8 @@ def load_study(path: Path) -> Study:
     for key, values in (("models", [m.label for m in models]), ("templates", names)):
         for i, value in enumerate(values):
             if value in values[:i]:
-                where = [key, i, "label"] if key == "models" else [key, i]
-                raise fail(where, f"{value!r} appears twice" + (
+                at = [key, i, "label"] if key == "models" else [key, i]
+                raise fail(at, f"{value!r} appears twice" + (
                     " (give the models distinct labels)" if key == "models" else ""))
     return Study(name=data["name"], path=path, spec=data, models=models,
                  templates=templates, answer_modes=list(modes),

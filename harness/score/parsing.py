@@ -21,7 +21,7 @@ import bisect
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeAlias
 
 INVALID_PREFIX = "invalid:"
 
@@ -41,7 +41,7 @@ class Invalid:
     reason: str
 
 
-Verdict = "str | Invalid | None"
+Verdict: TypeAlias = "str | Invalid | None"
 Options = Mapping[str, str]
 
 # ---------------------------------------------------------------------------------------------
@@ -188,8 +188,8 @@ def _listings_of_options(text: str, options: Options) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------------------------------------
 # Normalisation: the same plain form for the response and the option texts
 
-_FULL_WIDTH = {**{c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)}, 0x3000: 0x20, 0x2212: 0x2D,
-               0x00B2: "^2", 0x00B3: "^3"}
+_FULL_WIDTH: dict[int, int | str] = {**{c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)},
+                                     0x3000: 0x20, 0x2212: 0x2D, 0x00B2: "^2", 0x00B3: "^3"}
 _LATEX_PLAIN: tuple[tuple[re.Pattern, Any], ...] = tuple((re.compile(p), r) for p, r in (
     (r"\\(?:mathrm|text|textbf|textrm|textit|mathbf|mathit|operatorname)\s*\{([^{}]*)\}", r"\1"),
     (r"\\sqrt\s*\{([^{}]*)\}", r"√\1"),
@@ -405,7 +405,7 @@ def _letter_at(text: str, pos: int, options: Options) -> _Letter | None:
         return None  # part of a word, also an accented one ("sí")
     if c.islower() and _OPERATOR_AFTER.match(text, pos + 1):
         return None  # "a/b", "a + b": a variable
-    end = _CLOSERS.match(text, pos + 1).end()
+    end = _skip(_CLOSERS, text, pos + 1)
     if (_STRONG_AFTER.match(text, end) or re.search(r"[)\]）】]", text[pos + 1:end])
             or _MULTI.match(text, end)):
         return _Letter(c, pos, end)
@@ -413,8 +413,8 @@ def _letter_at(text: str, pos: int, options: Options) -> _Letter | None:
         return None
     if _QUOTED.match(text, max(0, pos - 1)) or _GLOSSED.match(text, end):
         return _Letter(c, pos, end)  # "\"A\" in the second image", "C (12.25)"
-    own = options.get(c)
-    if own and (p := _option_pattern(own)) and p.match(text, _LABEL_SEP.match(text, end).end()):
+    own_text = options.get(c)
+    if own_text and (p := _option_pattern(own_text)) and p.match(text, _skip(_LABEL_SEP, text, end)):
         return _Letter(c, pos, end)
     word = _WORD_AFTER.match(text, end)
     if word and (word.group(1).lower() in _CONNECTORS or (word.group(1)[0].isupper() and c != "A")):
@@ -430,7 +430,7 @@ def _judge_letter(text: str, tok: _Letter, options: Options) -> Verdict:
     if gloss := _GLOSSED.match(text, after):
         after = gloss.end()
     elif (own := options.get(letter)) and (p := _option_pattern(own)) and (
-            m := p.match(text, _LABEL_SEP.match(text, after).end())):
+            m := p.match(text, _skip(_LABEL_SEP, text, after))):
         after = m.end()
     multi = _MULTI.match(text, tok.end) or _MULTI.match(text, after)
     if multi and multi.group(1).upper() != letter and (
@@ -438,10 +438,10 @@ def _judge_letter(text: str, tok: _Letter, options: Options) -> Verdict:
         return Invalid("multiple_answers")
     if letter not in options:
         return Invalid(f"letter_out_of_range({letter})")
-    label = _option_at(text, _LABEL_SEP.match(text, tok.end).end(), options)
+    label = _option_at(text, _skip(_LABEL_SEP, text, tok.end), options)
     if label and label[0] != letter and re.match(r"\s*(?:$|\n|[.,;)*])", text[label[1]:]):
-        own = _option_pattern(options[letter])
-        if not (own and own.search(text, tok.end, label[1])):
+        own_pattern = _option_pattern(options[letter])
+        if not (own_pattern and own_pattern.search(text, tok.end, label[1])):
             return Invalid("letter_text_mismatch")
     return letter
 
@@ -460,6 +460,15 @@ _FILLER = re.compile(
     r"\\[(\[]|\b(?:option|choice|letter|most\s+likely|more\s+likely|likely|probably|clearly|"
     r"definitely|therefore|thus|then|simply|indeed|opción|opcion|alternativa|вариант|variante|la|el|le|die|der)\b|"
     r"選択肢|选项|선택지){0,12}", re.I)
+
+
+def _skip(pattern: re.Pattern[str], text: str, pos: int) -> int:
+    """End of `pattern` matched at `pos`; for the patterns above that may match nothing, so always match."""
+    m = pattern.match(text, pos)
+    assert m is not None, pattern.pattern
+    return m.end()
+
+
 _I = r"(?i:"  # case-insensitive words around a case-sensitive letter
 
 # (pattern, strong): strong markers may point at an option text, weak ones only at a letter.
@@ -511,7 +520,7 @@ _LETTER_FIRST = tuple(re.compile(p) for p in (
 def _read_target(text: str, pos: int, options: Options, strong: bool
                  ) -> tuple[Verdict, int, int]:
     """What a marker ending at `pos` commits to: (verdict, start, end) of its target."""
-    start = _FILLER.match(text, pos).end()
+    start = _skip(_FILLER, text, pos)
     if strong and (hit := _option_at(text, start, options) or _translated_at(text, start, options)):
         literal = _starts_with_option_text(text, start, options)
         tok = _letter_at(text, start, options)
@@ -591,7 +600,7 @@ def rule_lone_letter(text: str, options: Options) -> Verdict:
     parts = [part for part in _LIST_SEP.split(text) if part.strip()]
     listed = [_bare_letter(part) for part in parts]
     if len(parts) > 1 and all(listed):
-        letters = {letter.upper() for letter in listed}
+        letters = {letter.upper() for letter in listed if letter}
         if len(letters) > 1:
             return Invalid("multiple_answers")
         return _in_range(letters.pop(), options)
@@ -676,7 +685,7 @@ def rule_leading_letter(text: str, options: Options) -> Verdict:
     tok = _Letter(letter, m.start(1), m.end(1))
     verdict = _judge_letter(first, tok, options)
     if verdict == Invalid("letter_text_mismatch") and _answer_label(letter, sep, options):
-        label = _option_at(first, _LABEL_SEP.match(first, tok.end).end(), options)
+        label = _option_at(first, _skip(_LABEL_SEP, first, tok.end), options)
         return label[0] if label else verdict
     return verdict
 
@@ -868,7 +877,8 @@ def rule_labelled_option(text: str, options: Options) -> Verdict:
     for start, end, letter in _mentions(text, options):
         before = _LABEL_BEFORE.search(text, max(0, start - 16), start)
         after = _LABEL_AFTER.match(text, end)
-        label = (before or after) and (before or after).group(1)
+        mark = before or after
+        label = mark.group(1) if mark else None
         if not label:
             continue
         if before and enumerates and not text[text.rfind("\n", 0, before.start()) + 1:

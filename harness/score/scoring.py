@@ -39,7 +39,7 @@ def official_correct(response: str, gold_letter: str, gold_text: str) -> bool:
 
 def _stat(correct: np.ndarray, images: np.ndarray, chances: np.ndarray,
           seed: int) -> dict[str, Any]:
-    out = item_bootstrap(correct, seed=seed)
+    out: dict[str, Any] = item_bootstrap(correct, seed=seed)
     out.update(clustered_interval(correct, images, seed))
     out["chance"] = float(chances.mean()) if chances.size else None
     return out

@@ -11,6 +11,8 @@ question), and `holm` adjusts a family of p-values.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 N_RESAMPLES = 1000
@@ -41,7 +43,7 @@ def wilson_interval(successes: float, n: float, alpha: float = 0.05) -> tuple[fl
 
 
 def item_bootstrap(correct: np.ndarray, *, n_resamples: int = N_RESAMPLES, seed: int = 0,
-                   alpha: float = 0.05) -> dict[str, float]:
+                   alpha: float = 0.05) -> dict[str, Any]:
     """Pooled accuracy and its basic bootstrap CI over items.
 
     Resampling n Bernoulli outcomes with replacement gives a Binomial(n, p̂) count of correct ones,
@@ -66,7 +68,7 @@ def cluster_codes(clusters: np.ndarray) -> np.ndarray:
 
 def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, *,
                       n_resamples: int = N_RESAMPLES, seed: int = 0,
-                      alpha: float = 0.05) -> dict[str, float]:
+                      alpha: float = 0.05) -> dict[str, Any]:
     """Pooled mean with a percentile bootstrap CI that resamples clusters (images) whole.
 
     The percentile interval lies inside the range of the resampled means, so an accuracy's stays
@@ -164,7 +166,7 @@ def kendall_tau(x: list[float], y: list[float]) -> float | None:
 
 def spread_bootstrap(outcomes: np.ndarray, clusters: np.ndarray, *,
                      n_resamples: int = N_RESAMPLES, seed: int = 0,
-                     alpha: float = 0.05) -> dict[str, float]:
+                     alpha: float = 0.05) -> dict[str, Any]:
     """The spread (max − min) of the accuracies of several variants (rows of `outcomes`) on the
     same items, with a percentile CI that resamples images whole, jointly for every variant (the
     variants answered the same images, so their accuracies move together)."""

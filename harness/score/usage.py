@@ -6,7 +6,7 @@ and makes `cost_complete` false. Cost is None when the model has no price, never
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeGuard
 
 import numpy as np
 
@@ -35,7 +35,7 @@ def usage_counts(usage: Any) -> dict[str, int] | None:
             "reasoning_tokens": reasoning if _count(reasoning) else 0}
 
 
-def _count(value: Any) -> bool:
+def _count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -70,7 +70,7 @@ def usage_summary(records: Iterable[dict[str, Any]], price: Price | None) -> dic
         for name in USAGE_FIELDS:
             totals[name] += counts[name]
         if price is not None:
-            cost += record_cost(r, price)
+            cost += record_cost(r, price) or 0.0  # never None here: priced, counted, not cached
     latency = None
     if latencies:
         p50, p90, p99 = np.percentile(np.array(latencies), [50, 90, 99])

@@ -54,7 +54,7 @@ class BatchService:
     async def upload(self, request: web.Request) -> web.Response:
         form = await request.post()
         upload, purpose = form.get("file"), form.get("purpose")
-        if purpose != "batch" or not hasattr(upload, "file"):
+        if purpose != "batch" or not isinstance(upload, web.FileField):
             return _error(400, "multipart fields 'file' and purpose='batch' are required")
         data = upload.file.read()
         file_id = self._id("file")

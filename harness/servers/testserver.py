@@ -79,12 +79,12 @@ def last_user_text(body: dict[str, Any]) -> str:
 def by_model(styles: dict[str, str], default: Responder) -> Responder:
     """Answer each served model name in its own style (one server standing in for several)."""
     responders = {name: make_responder(style) for name, style in styles.items()}
-    return lambda body: responders.get(body.get("model"), default)(body)
+    return lambda body: responders.get(str(body.get("model")), default)(body)
 
 
 def option_lines(text: str) -> list[tuple[str, str]]:
     """(letter, text) of each option line in a prompt (the parser's pattern for one)."""
-    return [m.groups() for m in map(OPTION_LINE.match, text.splitlines()) if m]
+    return [(m.group(1), m.group(2)) for m in map(OPTION_LINE.match, text.splitlines()) if m]
 
 
 def option_letters(text: str) -> list[str]:
@@ -178,7 +178,7 @@ class Stats:
 
 
 def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
-    async def chat(request: web.Request) -> web.Response:
+    async def chat(request: web.Request) -> web.StreamResponse:
         try:  # orjson: the server's CPU must not be what a benchmark measures
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
@@ -208,7 +208,7 @@ def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
         if fault in HOSTILE:  # a misbehaving reply (harness.servers.hostile)
             stats.faults[fault] += 1
             return await hostile_reply(fault, request, behaviour.responder(body),
-                                       completion(body.get("model", "test"), "", behaviour.usage))
+                                       completion(body.get("model", "test"), "", None))
         if fault:
             stats.faults[fault] += 1
             return await _fault(fault, request, behaviour)
@@ -261,7 +261,8 @@ async def _fault(kind: str, request: web.Request, behaviour: Behaviour) -> web.S
         await asyncio.sleep(behaviour.hang_s)
         return web.json_response({"error": {"message": "hung"}}, status=504)
     # "close": drop the connection without any response
-    request.transport.close()
+    if request.transport is not None:  # None once the client has gone already
+        request.transport.close()
     raise asyncio.CancelledError
 
 
@@ -405,7 +406,7 @@ class TestServer:
         self._loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", self._port)
         self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = runner.addresses[0][1]
         self._runner = runner
         self._ready.set()
         self._loop.run_forever()
