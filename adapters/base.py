@@ -12,6 +12,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class GenerationParams:
+    """Sampling settings sent with every request of a run (recorded in the manifest)."""
     temperature: float = 0.0
     max_tokens: int = 1024
     top_p: float | None = None
@@ -53,6 +54,7 @@ class ExampleImage:
 
 @dataclass
 class ChatResponse:
+    """One model reply as every adapter returns it, so the runner never sees a provider's format."""
     text: str
     finish_reason: str | None = None
     usage: dict[str, Any] | None = None  # the server's `usage` object, untouched

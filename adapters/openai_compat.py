@@ -47,6 +47,7 @@ def _json_string(text: str) -> bytes:
 
 
 class OpenAICompatAdapter(Adapter):
+    """Any OpenAI-compatible chat endpoint (vLLM, hosted APIs, the test server), over aiohttp."""
     def __init__(self, spec: str, model: str, *, base_url: str | None, api_key: str | None,
                  timeout: float = config.TIMEOUT_S, image_detail: str | None = "high",
                  concurrency: int = config.CONCURRENCY, query: str = "", auth: str = "bearer",

@@ -20,6 +20,7 @@ REPLICA_FAILURES = ("connection", "server")
 
 @dataclass
 class Replica:
+    """One replica's bookkeeping: load for least-outstanding choice, failures for its cool-down."""
     adapter: Adapter
     name: str
     outstanding: int = 0
@@ -29,6 +30,7 @@ class Replica:
 
 
 class PooledAdapter(Adapter):
+    """Several servers of one model as one adapter: requests go to the least busy healthy replica."""
     def __init__(self, replicas: list[Adapter], names: list[str], *, cooldown_s: float = 2.0,
                  max_cooldown_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
         if not replicas or len(replicas) != len(names):

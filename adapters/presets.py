@@ -17,6 +17,7 @@ _REASONING = re.compile(r"^(o\d|gpt-5)")
 
 @dataclass(frozen=True)
 class Preset:
+    """A hosted provider's fixed settings, so `--model provider:name` needs no URL or flags."""
     name: str
     base_url: str | None  # None: needs something from the environment (Azure's resource)
     key_env: str

@@ -8,6 +8,7 @@ from .base import Adapter, ChatRequest, ChatResponse
 
 
 class RandomAdapter(Adapter):
+    """A uniform random letter per item: the chance floor every model is compared against."""
     def __init__(self, seed: int | None = 0):
         self.spec = "random"
         self.seed = 0 if seed is None else seed

@@ -25,6 +25,7 @@ class ReplyError(ValueError):
 
 @dataclass(frozen=True)
 class Reply:
+    """The parts of a chat completion the harness reads, after the reply was checked field by field."""
     text: str
     finish_reason: str | None
     usage: dict[str, Any] | None

@@ -31,6 +31,7 @@ class ModelLoadError(ValueError):
 
 
 class TransformersAdapter(Adapter):
+    """A Hugging Face model in this process, for runs without a server; requests are batched."""
     def __init__(self, spec: str, model: str, *, batch_size: int = 8):
         self.spec = spec
         self.model_name = model

@@ -27,6 +27,7 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class Template:
+    """A checked prompt template: chat turns with placeholders and how options are shown."""
     name: str
     description: str
     messages: tuple[dict[str, Any], ...]
@@ -41,6 +42,7 @@ class Template:
 
 
 def builtin_names() -> list[str]:
+    """The names of the templates shipped in prompts/, for `--prompt` and listings."""
     return sorted(p.stem for p in PROMPTS_DIR.glob("*.yaml"))
 
 
@@ -62,6 +64,7 @@ def load_template(name_or_path: str) -> Template:
 
 
 def template_from_dict(data: Any, origin: str = "<dict>") -> Template:
+    """A template from parsed YAML/JSON, validated against the schema (errors name the field)."""
     try:
         jsonschema.validate(data, SCHEMA)
     except jsonschema.ValidationError as exc:

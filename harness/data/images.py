@@ -26,6 +26,7 @@ class ImageError(ValueError):
 
 @dataclass(frozen=True)
 class EncodedImage:
+    """An image as sent (after any resize or re-encode), with what the manifest records of it."""
     data_url: str
     mime: str
     sha256: str  # of the bytes sent

@@ -157,6 +157,7 @@ def synthetic_image(look: str, rng: np.random.Generator, size: int = 96) -> np.n
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
+    """PNG bytes of a pixel array: the synthetic rows carry images as a real dataset does."""
     buf = io.BytesIO()
     PILImage.fromarray(pixels).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
@@ -226,10 +227,12 @@ def make_row(rng: np.random.Generator, dataset: str | None, label_names: list[st
 
 
 def all_label_names() -> list[str]:
+    """Every class name of the sample profiles, sorted: the shared label vocabulary of the rows."""
     return sorted({c for p in PROFILES.values() for c in p["classes"]})
 
 
 def iter_sample_rows(seed: int = 0, rows_per_dataset: int = 4) -> Iterator[dict[str, Any]]:
+    """The bundled sample dataset's rows, reproducible from `seed`."""
     rng = np.random.default_rng(seed)
     labels = all_label_names()
     for dataset in PROFILES:
@@ -313,6 +316,7 @@ _GREY_LOOKS = ("em", "dark")
 
 
 def replica_profile(entry: tuple[Any, ...]) -> tuple[str | None, dict[str, Any]]:
+    """(dataset slug, profile) of one replica entry; a tuple slug is a null dataset named by its stain."""
     slug, _, kind, n_classes, *_ = entry
     prof = dict(_KINDS[kind])
     if isinstance(slug, tuple):  # Held et al. 2010: null dataset, the stain names it
@@ -327,6 +331,7 @@ def replica_profile(entry: tuple[Any, ...]) -> tuple[str | None, dict[str, Any]]
 
 
 def replica_label_names() -> list[str]:
+    """Every class name of the full-size replica, sorted, as `all_label_names` for the sample."""
     return sorted({c for e in REPLICA_DATASETS for c in replica_profile(e)[1]["classes"]})
 
 

@@ -46,6 +46,7 @@ class CompareError(Exception):
 
 @dataclass
 class Run:
+    """One run folder as a comparison reads it: its manifest and its scored records by item."""
     label: str
     path: Path
     manifest: dict[str, Any]
@@ -53,6 +54,7 @@ class Run:
 
 
 def load_run(path: Path, label: str) -> Run:
+    """Read a run folder for `compare`; a folder without samples or manifest is a CompareError."""
     path = Path(path)
     if not (path / SAMPLES).exists() or not (path / MANIFEST).exists():
         raise CompareError(f"{path}: not a run folder (needs {SAMPLES} and {MANIFEST})")
@@ -180,6 +182,7 @@ def _headline_accuracy(result: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def compare_markdown(result: dict[str, Any]) -> str:
+    """compare.md: the runs side by side, then per-group differences with their tests."""
     lines = [f"# uBench comparison ({len(result['runs'])} runs)", "",
              "| run | model | template | option order | dataset revision | items scored | "
              "coarse % | fine % | cost USD |",
@@ -207,6 +210,7 @@ def compare_markdown(result: dict[str, Any]) -> str:
 
 
 def compare_html(result: dict[str, Any]) -> str:
+    """compare.html: the same tables as `compare_markdown`, self-contained."""
     runs = table(["run", "model", "template", "option order", "dataset revision", "items scored",
                   "coarse %", "fine %", "cost USD", "folder"],
                  [[html.escape(str(v)) for v in (r["label"], r["model"], r["template"],

@@ -88,6 +88,7 @@ def _explanation(part: dict[str, Any], reference: str) -> str:
 
 
 def calibration_markdown(result: dict[str, Any]) -> list[str]:
+    """The calibration part of compare.md; empty when no two runs have letter probabilities."""
     part = result.get("calibration")
     if not part:
         return []
@@ -100,6 +101,7 @@ def calibration_markdown(result: dict[str, Any]) -> list[str]:
 
 
 def calibration_html(result: dict[str, Any], table) -> str:
+    """The calibration part of compare.html; empty when no two runs have letter probabilities."""
     part = result.get("calibration")
     if not part:
         return ""

@@ -135,6 +135,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
+    """A JSON file's content; callers decide what a missing or broken file means."""
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
@@ -168,4 +169,5 @@ def resume_view(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_fingerprint(manifest: dict[str, Any]) -> str:
+    """Hash of what must match for a resume to append to a run (its `resume_view`)."""
     return hashlib.sha256(json.dumps(resume_view(manifest), sort_keys=True).encode()).hexdigest()

@@ -249,6 +249,7 @@ def _bold(t: dict[str, Any], text: str) -> str:
 
 
 def study_markdown(name: str, result: dict[str, Any], heatmaps: dict[str, str]) -> str:
+    """study.md: heatmaps, ranking stability and the paired template comparisons."""
     lines = [f"# Study {name}", "",
              f"{len(result['models'])} models × {len(result['templates'])} templates × "
              f"{len(result['conditions'])} condition(s); ranking metric: "
@@ -263,6 +264,7 @@ def study_markdown(name: str, result: dict[str, Any], heatmaps: dict[str, str]) 
 
 
 def study_html(name: str, result: dict[str, Any], folder: Path, heatmaps: dict[str, str]) -> str:
+    """study.html: the tables of `study_markdown` with the heatmaps inlined."""
     body = "".join(
         f"<figure><img alt=\"heatmap {html.escape(c)}\" src=\"data:image/png;base64,"
         f"{base64.b64encode((folder / p).read_bytes()).decode()}\"></figure>"

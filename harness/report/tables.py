@@ -28,6 +28,7 @@ def interval(stat: dict[str, Any]) -> str:
 
 
 def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = None) -> str:
+    """summary.md and the CLI's closing table: accuracy by group with intervals, usage and cost."""
     lines: list[str] = []
     if manifest:
         lines += [
@@ -114,4 +115,5 @@ def md_cell(text: str) -> str:
 
 
 def pct(value: float | None) -> str:
+    """A fraction as a percentage with two decimals; a dash where there is no value."""
     return "–" if value is None else f"{100 * value:.2f}"

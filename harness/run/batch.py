@@ -53,6 +53,7 @@ class BatchError(Exception):
 
 @dataclass(frozen=True)
 class BatchOptions:
+    """How a batch run polls and splits its requests (the providers' per-batch limits)."""
     poll_s: float = 30.0
     max_requests: int = MAX_REQUESTS
     max_bytes: int = MAX_BYTES
@@ -358,6 +359,7 @@ def _read_result(line: bytes, n: int, file_id: str,
 
 
 def answered_ids(samples: Path) -> set[str]:
+    """Items already answered in a run folder, so a resumed batch run skips them."""
     return {r["item_id"] for r in read_samples(samples) if not r.get("error")} \
         if samples.exists() else set()
 
@@ -395,6 +397,7 @@ class PendingRecords(Mapping):
 
 
 def pending_records(out: Path) -> PendingRecords:
+    """The requests submitted but not yet answered in a run folder's batch state."""
     return PendingRecords(Path(out) / BATCH_DIR / PENDING)
 
 

@@ -56,6 +56,7 @@ def request_key(identity: dict[str, Any], request: ChatRequest) -> str:
 
 
 class ResponseCache:
+    """Answers keyed by request, in SQLite, so a rerun sends only what it has not seen."""
     def __init__(self, path: Path | None = None, commit_every_s: float = 1.0):
         self.path = Path(path) if path else default_cache_dir() / "responses.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ OVERLOAD_KINDS = ("rate_limit", "timeout")
 
 
 class ConcurrencyController:
+    """Requests in flight, adjusted to latency: more while it holds, fewer when the server slows."""
     def __init__(self, maximum: int, *, minimum: int = 1, initial: int | None = None,
                  tolerance: float = 1.5, backoff: float = 0.5):
         if not 1 <= minimum <= maximum:

@@ -33,6 +33,7 @@ class ExamplePoolError(ValueError):
 
 @dataclass(frozen=True)
 class BankEntry:
+    """One example of a template's bank: its item and its image, encoded once for every shot."""
     item: Item
     image: Any  # EncodedImage
 

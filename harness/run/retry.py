@@ -26,6 +26,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """The one retry policy: which failures are retried, how often and how long to wait."""
     max_attempts: int = config.MAX_ATTEMPTS
     initial_wait_s: float = 1.0
     max_wait_s: float = 60.0

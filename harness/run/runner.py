@@ -123,6 +123,7 @@ class UnsupportedAnswerMode(InputError):
 
 @dataclass
 class RunConfig:
+    """Everything that decides a run, from the CLI or a study; the manifest records it."""
     model: str
     output: Path
     dataset: str = "sample"
@@ -726,6 +727,7 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
 
 
 def base_record(item: Item, template: Template) -> dict[str, Any]:
+    """The fields of a samples.jsonl record that come from the item and the template alone."""
     return {
         "item_id": item.item_id,
         "image_id": item.image_id,
@@ -768,6 +770,7 @@ def _watch_failures(record: dict[str, Any], progress: Progress, abort: list[str]
 
 def build_manifest(config: RunConfig, dataset: dict[str, str], template: Template,
                    adapter: Adapter, server: ManagedServer | None = None) -> dict[str, Any]:
+    """manifest.json: what produced the run (model, server, template, data, selection, versions)."""
     selection: dict[str, Any] = {"datasets": config.datasets, "question_types": config.question_types,
                  "limit": config.limit, "include_excluded": config.include_excluded}
     if config.shard:

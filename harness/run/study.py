@@ -50,10 +50,12 @@ class Pipeline:
 
 
 def condition_name(answer_mode: str, option_order: str, seed: int) -> str:
+    """A run folder name for one condition (answer mode, option order, seed) that is safe on disk."""
     return f"{answer_mode}-{option_order.replace(':', '').replace('+', '-')}-seed{seed}"
 
 
 def pipelines(study: Study, output: Path) -> list[Pipeline]:
+    """One pipeline per model and condition of the study, each with its own run folder."""
     return [Pipeline(m, mode, order, seed,
                      output / "runs" / m.label / condition_name(mode, order, seed))
             for m in study.models for mode in study.answer_modes
@@ -61,6 +63,7 @@ def pipelines(study: Study, output: Path) -> list[Pipeline]:
 
 
 def template_names(study: Study) -> list[str]:
+    """The study's template names, as the run folders and tables use them."""
     return [load_template(t).name for t in study.templates]
 
 

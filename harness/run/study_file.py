@@ -76,6 +76,7 @@ class StudyFileError(ValueError):
 
 @dataclass(frozen=True)
 class ModelEntry:
+    """One model of a study file, with the server settings it is reached by."""
     model: str
     label: str
     base_url: list[str] | None
@@ -92,6 +93,7 @@ class ModelEntry:
 
 @dataclass
 class Study:
+    """A checked study file: models × templates × conditions and how to rank them."""
     name: str
     path: Path
     spec: dict[str, Any]

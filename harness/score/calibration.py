@@ -33,6 +33,7 @@ GROUP_HEADS = ("coarse", "fine", "question_type")
 
 
 def has_letter_probs(record: dict[str, Any]) -> bool:
+    """Whether a record can be scored for calibration (answered, with letter probabilities)."""
     return not record.get("error") and isinstance(record.get("letter_probs"), dict)
 
 

@@ -35,6 +35,7 @@ class ExtractError(Exception):
 
 @dataclass
 class ExtractStats:
+    """What `ubench extract` counts while it rescans a run: per rule, how often and how well."""
     lines: int = 0
     errors: int = 0
     rules: Counter = field(default_factory=Counter)

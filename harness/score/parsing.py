@@ -28,6 +28,7 @@ INVALID_PREFIX = "invalid:"
 
 @dataclass(frozen=True)
 class Extraction:
+    """The parser's answer: the letter (None if invalid) and the rule that decided."""
     letter: str | None
     rule: str  # the rule that decided, or "invalid:<reason>"
 
@@ -38,6 +39,7 @@ class Extraction:
 
 @dataclass(frozen=True)
 class Invalid:
+    """A verdict that the response names no single valid option, and why."""
     reason: str
 
 
@@ -228,6 +230,7 @@ def _without_commas(m: re.Match) -> str:
 
 
 def plain_options(options: Options) -> dict[str, str]:
+    """Option texts in the parser's plain form, compared against the plain response."""
     return {letter: plain(text) for letter, text in options.items()}
 
 

@@ -79,6 +79,7 @@ def paper_groups(scored: list[dict[str, Any]]) -> dict[str, list[int]]:
 
 
 def group_order(name: str) -> tuple:
+    """Sort key that lists summary groups in the paper's order (coarse, fine, question type, ...)."""
     head = name.split("/")[0]
     rank = {"coarse": 0, "fine": 1, "question_type": 2, "pathology": 3, "dataset": 4}[head]
     sub = name.split("/", 1)[1] if "/" in name else ""

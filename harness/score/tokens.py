@@ -54,6 +54,7 @@ def data_url_size(data_url: str) -> tuple[int, int]:
 
 def request_image_tokens(data_url: str | None, rule: dict[str, Any] | None,
                          detail: str | None) -> int:
+    """Image tokens a provider charges for one request's image, by its rule (or a default)."""
     if not data_url:
         return 0
     if rule is None:

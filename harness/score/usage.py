@@ -126,6 +126,7 @@ def usage_text(summary: dict[str, Any]) -> str | None:
 
 
 def cost_text(cost: float | None, complete: bool = True) -> str:
+    """The cost line of the CLI and summary: unknown without a price, a lower bound when partial."""
     if cost is None:
         return "cost unknown (no price for this model)"
     return f"cost ${cost:,.4f}" + ("" if complete else " (lower bound: some usage missing)")

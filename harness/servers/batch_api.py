@@ -28,6 +28,7 @@ Answer = Callable[[dict[str, Any]], dict[str, Any]]
 
 @dataclass
 class BatchService:
+    """The OpenAI Batch API emulated on the test server, with the faults a client must survive."""
     answer: Answer
     hold: bool = False  # batches stay where they are while set
     error_every: int = 0

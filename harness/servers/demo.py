@@ -56,6 +56,7 @@ def demo_study(output: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`make demo`: a run or study against the bundled test server, which is stopped afterwards."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", action="store_true", help="run the demo study instead")
     parser.add_argument("--output", type=Path, default=None)

@@ -88,6 +88,7 @@ def option_lines(text: str) -> list[tuple[str, str]]:
 
 
 def option_letters(text: str) -> list[str]:
+    """The letters of the options in a prompt; 'A' when none are found, so a responder can answer."""
     return [letter for letter, _ in option_lines(text)] or ["A"]
 
 
@@ -166,6 +167,7 @@ class Behaviour:
 
 @dataclass
 class Stats:
+    """What the test server saw, for tests to assert on."""
     requests: int = 0
     by_key: Counter = field(default_factory=Counter)
     models: Counter = field(default_factory=Counter)
@@ -178,6 +180,7 @@ class Stats:
 
 
 def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
+    """The aiohttp application: chat completions, models and health, with the configured faults."""
     async def chat(request: web.Request) -> web.StreamResponse:
         try:  # orjson: the server's CPU must not be what a benchmark measures
             body = orjson.loads(await request.read())
@@ -282,6 +285,7 @@ def usage_for(key: str, text: str, details: bool = False) -> dict[str, Any]:
 
 
 def tally_usage(stats: Stats, usage: dict[str, Any] | None) -> None:
+    """Add one reply's usage to the server's totals (tests compare them with the run's)."""
     if usage is None:
         return
     stats.usage["requests"] += 1
@@ -362,6 +366,7 @@ def answer_in_mode(body: dict[str, Any], behaviour: Behaviour
 
 
 def completion(model: str, text: str, usage: dict[str, Any] | None) -> dict[str, Any]:
+    """A minimal valid chat completion, as OpenAI-compatible servers send it."""
     return {
         "id": f"chatcmpl-{time.monotonic_ns()}",
         "object": "chat.completion",
@@ -431,6 +436,7 @@ class TestServer:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Command line: serve in the foreground, e.g. for a manual run against it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--style", default="random")

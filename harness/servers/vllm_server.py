@@ -52,6 +52,7 @@ class ManagedServer:
 
 
 def free_port() -> int:
+    """A free local port for a managed server (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -134,6 +135,7 @@ def _get_json(url: str) -> dict[str, Any]:
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
+    """The end of the server's log, for an error message that shows why it failed."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
