@@ -39,8 +39,14 @@ demo-study: $(VENV)/.installed-base
 	$(BIN)/python -m harness.servers.demo --study
 
 # UBENCH_TEST_COMPLETE: every extra is installed here, so a test missing one fails, never skips.
+# The gates, each failing `make test` (and CI): ruff (lint, import order, docstrings), mypy (on harness,
+# so harness.adapters and harness.prompts are checked once under their installed names), the tests, and
+# line coverage of harness (pytest-cov, line and branch; .ci/coverage_gate.py fails below 90% of lines).
 test: $(VENV)/.installed-test $(VLLM_VENV)/.installed
-	UBENCH_TEST_COMPLETE=1 $(BIN)/python -m pytest -q
+	$(BIN)/ruff check harness adapters prompts tests bench
+	$(BIN)/mypy harness
+	UBENCH_TEST_COMPLETE=1 $(BIN)/python -m pytest -q --cov --cov-report=term
+	$(BIN)/python .ci/coverage_gate.py
 
 test-fast: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q -m "not slow"
