@@ -83,6 +83,7 @@ class AdapterError(Exception):
         self.attempts = 1
 
     def as_record(self) -> dict[str, Any]:
+        """The error as a samples.jsonl record stores it (the raw reply kept, no secret)."""
         record = {"type": self.kind, "status": self.status, "message": self.message,
                   "attempts": self.attempts}
         if self.reason:
@@ -96,9 +97,11 @@ class Adapter(ABC):
     spec: str
 
     @abstractmethod
-    async def complete(self, request: ChatRequest) -> ChatResponse: ...
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Answer one request; failures are raised as AdapterError, classified for retry."""
 
     def describe(self) -> dict[str, Any]:
+        """What produced the answers, for the manifest; never the API key."""
         return {"spec": self.spec}
 
     def cache_identity(self) -> dict[str, Any] | None:
@@ -106,6 +109,7 @@ class Adapter(ABC):
         return None
 
     async def aclose(self) -> None:
+        """Release connections; the runner calls it once at the end of a run."""
         return None
 
     def __repr__(self) -> str:  # never leak configuration such as keys through a repr

@@ -82,6 +82,7 @@ class OpenAICompatAdapter(Adapter):
         self._session: aiohttp.ClientSession | None = None
 
     def describe(self) -> dict[str, Any]:
+        """Endpoint and request options for the manifest, the URL's credentials redacted."""
         described = {"spec": self.spec, "model": self.model, "base_url": redact_url(self.base_url),
                      "image_detail": self.image_detail, "timeout_s": self.timeout,
                      "transport": f"aiohttp {aiohttp.__version__}"}
@@ -100,6 +101,7 @@ class OpenAICompatAdapter(Adapter):
         return options
 
     def cache_identity(self) -> dict[str, Any]:
+        """What makes a cached answer reusable: the endpoint and every request option."""
         return {"spec": self.spec, "base_url": f"{redact_url(self.base_url)}/",  # as the SDK had it
                 **self._request_options()}
 
@@ -172,6 +174,7 @@ class OpenAICompatAdapter(Adapter):
         return self._session
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        """One chat completion; the server's error text is redacted of the key before it is raised."""
         try:
             response = await self._complete(request)
         except AdapterError as exc:
@@ -251,6 +254,7 @@ class OpenAICompatAdapter(Adapter):
         return AdapterError("connection", message, retryable=not absent, fatal=absent)
 
     async def aclose(self) -> None:
+        """Close the HTTP session, if one was opened."""
         if self._session is not None:
             await self._session.close()
             self._session = None

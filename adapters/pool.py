@@ -43,6 +43,7 @@ class PooledAdapter(Adapter):
         self._turn = 0
 
     def describe(self) -> dict[str, Any]:
+        """The first replica's description with every replica's URL, for the manifest."""
         first = dict(self.replicas[0].adapter.describe())
         first.pop("base_url", None)
         return {**first, "base_urls": [r.name for r in self.replicas]}
@@ -66,6 +67,7 @@ class PooledAdapter(Adapter):
         return min(healthy, key=lambda r: r.outstanding)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Send to the least busy replica that is not cooling down; a failure cools it down."""
         replica = self.pick()
         replica.outstanding += 1
         replica.requests += 1
@@ -88,6 +90,7 @@ class PooledAdapter(Adapter):
         replica.down_until = max(replica.down_until, self._clock() + pause)
 
     async def aclose(self) -> None:
+        """Close every replica."""
         for replica in self.replicas:
             await replica.adapter.aclose()
 

@@ -52,6 +52,7 @@ class TransformersAdapter(Adapter):
         self._worker: asyncio.Task | None = None
 
     def describe(self) -> dict[str, Any]:
+        """Model, classes, device and library versions, for the manifest."""
         return {"spec": self.spec, "model": self.model_name,
                 "model_class": type(self.model).__name__,
                 "processor_class": type(self.processor).__name__,
@@ -60,6 +61,7 @@ class TransformersAdapter(Adapter):
                 "transformers": transformers.__version__, "torch": torch.__version__}
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Queue the request for the worker, which batches whatever is waiting into one generate."""
         if self._worker is None:
             self._queue = asyncio.Queue()
             self._worker = asyncio.create_task(self._serve())
@@ -222,6 +224,7 @@ class TransformersAdapter(Adapter):
         return out
 
     async def aclose(self) -> None:
+        """Stop the batching worker; the model stays loaded until the adapter is dropped."""
         if self._worker is not None:
             self._worker.cancel()
             self._worker = None
@@ -245,6 +248,7 @@ class LetterChoice(LogitsProcessor):
         self.eos = eos
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
+        """Scores with only option letters allowed at the first step, the end of turn after it."""
         masked = torch.full_like(scores, float("-inf"))
         if input_ids.shape[1] > self.prompt_length:
             masked[:, self.eos] = 0.0

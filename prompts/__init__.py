@@ -38,6 +38,7 @@ class Template:
     examples: dict[str, Any] | None = None  # few-shot settings, defaults filled in (see schema)
 
     def describe(self) -> dict[str, str]:
+        """Name, content hash and path, for the manifest."""
         return {"name": self.name, "sha256": self.sha256, "path": self.path}
 
 

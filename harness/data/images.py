@@ -46,6 +46,7 @@ class EncodedImage:
 
     @property
     def raw_bytes(self) -> bytes:
+        """The bytes sent, decoded from the data URL (for thumbnails and checks)."""
         return base64.b64decode(self.data_url.split(",", 1)[1])
 
 

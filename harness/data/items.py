@@ -57,14 +57,17 @@ class Item:
 
     @property
     def letters(self) -> str:
+        """The option letters of this item, in display order."""
         return LETTERS[: len(self.options)]
 
     @property
     def gold_letter(self) -> str | None:
+        """The letter of the correct option, None for an item without one."""
         return None if self.gold_index is None else LETTERS[self.gold_index]
 
     @property
     def option_map(self) -> dict[str, str]:
+        """Letter → option text, as prompts show the options."""
         return dict(zip(self.letters, self.options))
 
 

@@ -28,6 +28,7 @@ class DatasetSource:
     revision: str
 
     def describe(self) -> dict[str, str]:
+        """Where the dataset came from, for the manifest."""
         return {"kind": self.kind, "location": self.location, "revision": self.revision}
 
 

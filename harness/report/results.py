@@ -40,6 +40,7 @@ class SampleWriter:
         self._file = open(self.path, "ab", buffering=0)  # unbuffered: nothing waits in Python
 
     def write(self, record: dict[str, Any]) -> None:
+        """Append one record as a line; a short write is finished or fails with its reason."""
         data = memoryview(orjson.dumps(record, option=_LINE))
         try:
             while data:  # a short write (a disk filling up) is finished, or fails with the reason
@@ -57,6 +58,7 @@ class SampleWriter:
             raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
     def close(self) -> None:
+        """Flush, sync and close, so a finished run's lines are on disk."""
         if not self._file.closed:
             self.sync()
             self._file.close()

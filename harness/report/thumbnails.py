@@ -156,10 +156,12 @@ class ThumbnailRecorder:
             writer.write(line)
 
     def sync(self) -> None:
+        """Flush every writer to disk (called where the run checkpoints)."""
         for writer in self.writers:
             writer.sync()
 
     def close(self) -> None:
+        """Wait for the thumbnails in progress and close their files."""
         with self._settling:
             self._closed = True
             with self._lock:  # no count came (it failed, or is still going): what the sketch took

@@ -82,9 +82,11 @@ class BatchRun:
     # -- state --------------------------------------------------------------------------------
     @property
     def state_path(self) -> Path:
+        """batch/state.json of the run folder."""
         return self.folder / STATE_JSON
 
     def load(self) -> None:
+        """Read the saved state; a damaged file is an error naming it, never a silent restart."""
         try:
             self.state = read_json(self.state_path) if self.state_path.exists() else {}
         except (OSError, ValueError) as exc:
@@ -94,6 +96,7 @@ class BatchRun:
             raise BatchError(f"{self.state_path}: field 'files' is missing or not a list")
 
     def save(self) -> None:
+        """Write the state atomically, so an interrupted run resumes where it was."""
         write_json(self.state_path, self.state)
 
     # -- preparing ----------------------------------------------------------------------------
@@ -393,6 +396,7 @@ class PendingRecords(Mapping):
         return len(self._offsets)
 
     def close(self) -> None:
+        """Close the pending-records file."""
         self._file.close()
 
 

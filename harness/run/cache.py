@@ -96,6 +96,7 @@ class ResponseCache:
         return aside
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The cached answer for `key`, or None (also when the cache is disabled)."""
         if self.disabled:
             return None
         with self._lock:
@@ -114,6 +115,7 @@ class ResponseCache:
             return None  # a damaged entry: asked again, and replaced
 
     def put(self, key: str, response: dict[str, Any]) -> None:
+        """Store an answer; commits are batched in time to keep SQLite off the request path."""
         if self.disabled:
             return
         with self._lock:
@@ -146,6 +148,7 @@ class ResponseCache:
             warn(f"the response cache {self.path} {why}; going on without it for this run")
 
     def info(self) -> dict[str, Any]:
+        """Where the cache is and how many answers it holds (`ubench cache info`)."""
         self.commit()
         with self._lock:
             (n,) = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()
@@ -153,6 +156,7 @@ class ResponseCache:
         return {"path": str(self.path), "entries": n, "bytes": size}
 
     def clear(self) -> int:
+        """Delete every cached answer; returns how many there were."""
         self.commit()
         with self._lock:
             (n,) = self._db.execute("SELECT COUNT(*) FROM responses").fetchone()
@@ -161,6 +165,7 @@ class ResponseCache:
         return n
 
     def close(self) -> None:
+        """Commit what is pending and close the database."""
         self.commit()
         try:
             self._db.close()
@@ -179,9 +184,11 @@ class CachedAdapter(Adapter):
         self.hits = 0
 
     def describe(self) -> dict[str, Any]:
+        """The wrapped adapter's description: the cache does not change what answers."""
         return self.inner.describe()
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        """A valid cached answer if there is one, else the wrapped adapter's, then stored."""
         key = request_key(self.identity, request)
         hit = self.cache.get(key)
         if hit is not None and valid_cached(hit):
@@ -199,4 +206,5 @@ class CachedAdapter(Adapter):
         return response
 
     async def aclose(self) -> None:
+        """Close the wrapped adapter."""
         await self.inner.aclose()

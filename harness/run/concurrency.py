@@ -70,12 +70,15 @@ class AdaptiveConcurrency(Adapter):
         self._changed = asyncio.Condition()
 
     def describe(self) -> dict[str, Any]:
+        """The wrapped adapter's description: pacing does not change what answers."""
         return self.inner.describe()
 
     def cache_identity(self) -> dict[str, Any] | None:
+        """The wrapped adapter's identity: pacing does not change answers."""
         return self.inner.cache_identity()
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Wait for a free slot, then send; the latency adjusts the limit."""
         async with self._changed:
             await self._changed.wait_for(lambda: self.in_flight < self.controller.limit)
             self.in_flight += 1
@@ -95,4 +98,5 @@ class AdaptiveConcurrency(Adapter):
                 self._changed.notify_all()
 
     async def aclose(self) -> None:
+        """Close the wrapped adapter."""
         await self.inner.aclose()

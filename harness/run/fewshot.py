@@ -38,6 +38,7 @@ class BankEntry:
     image: Any  # EncodedImage
 
     def shot(self) -> Shot:
+        """This example as a shot of the prompt (question, options, gold letter)."""
         assert self.item.gold_letter is not None  # the bank holds only items with a gold answer
         return Shot(self.item.image_id, self.item.question, self.item.option_map,
                     self.item.gold_letter)
@@ -51,6 +52,7 @@ class ExamplePool:
         self.bank = bank
 
     def group_of(self, item: Item) -> str:
+        """The bank group an item draws its shots from, by the template's `select`."""
         select = self.settings["select"]
         return (item.question_type if select == "same_question_type"
                 else item.dataset if select == "same_dataset" else "all")
@@ -70,6 +72,7 @@ class ExamplePool:
         return eligible[:k]
 
     def example_images(self, chosen: list[BankEntry]) -> dict[str, ExampleImage]:
+        """The encoded images of the chosen shots, by image id, for the request."""
         return {e.item.image_id: ExampleImage(e.image.data_url, e.image.url_sha256)
                 for e in chosen}
 

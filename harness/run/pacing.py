@@ -50,6 +50,7 @@ class Bucket:
         self.blocked_until = 0.0
 
     def refill(self, now: float) -> None:
+        """Add the tokens earned since the last refill, up to the bucket's capacity."""
         self.level = min(self.capacity, self.level + (now - self.stamp) * self.rate)
         self.stamp = now
 
@@ -76,6 +77,7 @@ class RateLimiter:
         self._lock = asyncio.Lock()
 
     async def acquire(self, tokens: int) -> None:
+        """Wait until `tokens` are in the bucket, then take them."""
         async with self._lock:
             while True:
                 now = self.clock()
@@ -127,6 +129,7 @@ class Budget:
         self.reserved = 0.0
 
     def reserve(self, prompt_tokens: int, max_tokens: int) -> float:
+        """Set aside the worst-case cost of a request; refused when the budget would be exceeded."""
         worst = self.price.cost(prompt_tokens, max_tokens)
         if self.spent + self.reserved + worst > self.max_usd + 1e-12:
             raise BudgetExceeded(
@@ -138,6 +141,7 @@ class Budget:
         return worst
 
     def settle(self, reserved: float, response: ChatResponse | None) -> None:
+        """Replace a reservation with the reply's actual cost."""
         self.reserved -= reserved
         counts = usage_counts(response.usage) if response is not None else None
         if counts is not None:
@@ -162,9 +166,11 @@ class PacedAdapter(Adapter):
         self.counter = text_counter(model)[1]
 
     def describe(self) -> dict[str, Any]:
+        """The wrapped adapter's description: pacing does not change what answers."""
         return self.inner.describe()
 
     def cache_identity(self) -> dict[str, Any] | None:
+        """The wrapped adapter's identity: pacing does not change answers."""
         return self.inner.cache_identity()
 
     def prompt_estimate(self, request: ChatRequest) -> int:
@@ -175,6 +181,7 @@ class PacedAdapter(Adapter):
             request_image_tokens(url, self.image_rule, self.image_detail) for url in urls)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Send within the rate limits and the budget, then charge what the reply used."""
         prompt = self.prompt_estimate(request)
         reserved = self.budget.reserve(prompt, request.params.max_tokens) if self.budget else 0.0
         response = None
@@ -193,4 +200,5 @@ class PacedAdapter(Adapter):
         return response
 
     async def aclose(self) -> None:
+        """Close the wrapped adapter."""
         await self.inner.aclose()

@@ -114,6 +114,7 @@ class RunAborted(RunError):
 
     @property
     def exit_code(self) -> int:  # type: ignore[override]
+        """1 when some items were answered before the run stopped, 3 when none were."""
         return 1 if self.answered else 3
 
 
@@ -180,6 +181,7 @@ class RunConfig:
 
     @property
     def params(self) -> GenerationParams:
+        """The sampling settings sent with every request of this run."""
         top_logprobs = (self.top_logprobs or DEFAULT_TOP_LOGPROBS) \
             if self.answer_mode == "logprobs" else None
         return GenerationParams(self.temperature, self.max_tokens, self.top_p, self.seed,

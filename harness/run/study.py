@@ -46,6 +46,7 @@ class Pipeline:
 
     @property
     def condition(self) -> str:
+        """The condition's folder name (see `condition_name`)."""
         return condition_name(self.answer_mode, self.option_order, self.seed)
 
 

@@ -48,10 +48,12 @@ class ExtractStats:
 
     @property
     def parsed(self) -> int:
+        """Responses the parser read, valid or not."""
         return sum(self.rules.values())
 
     @property
     def invalid(self) -> int:
+        """Responses the parser found invalid."""
         return sum(n for rule, n in self.rules.items() if rule.startswith(INVALID_PREFIX))
 
 

@@ -61,6 +61,7 @@ class Judge:
         self.policy = policy
 
     def describe(self) -> dict[str, Any]:
+        """The judge's model, prompt hash and settings, for the manifest of its verdicts."""
         return {"model": self.adapter.describe(), "prompt_sha256": PROMPT_SHA256,
                 "response_tail_chars": RESPONSE_TAIL}
 
@@ -100,6 +101,7 @@ class Judge:
         return True
 
     async def aclose(self) -> None:
+        """Close the judge's adapter."""
         await self.adapter.aclose()
 
 

@@ -34,6 +34,7 @@ class Extraction:
 
     @property
     def valid(self) -> bool:
+        """Whether the response named one option."""
         return self.letter is not None
 
 

@@ -46,6 +46,7 @@ class Price:
 
     @classmethod
     def from_manifest(cls, data: dict[str, Any]) -> "Price":
+        """The price a run recorded, so a report costs it as it was priced then."""
         return cls(key=data["key"], input=data["input"], output=data["output"],
                    cached_input=data.get("cached_input"), batch_discount=data.get("batch_discount"),
                    image_rule=data.get("image_rule_params"), image_rule_name=data.get("image_rule"),
@@ -63,6 +64,7 @@ class Price:
 
     @property
     def batch_factor(self) -> float:
+        """The multiplier of batch requests (1.0 where the provider gives no discount)."""
         return 1.0 if self.batch_discount is None else self.batch_discount
 
 

@@ -46,6 +46,7 @@ class BatchService:
         return f"{prefix}-{next(self._ids):06d}"
 
     def register(self, app: web.Application) -> None:
+        """Add the Batch API routes to the test server's application."""
         app.router.add_post("/v1/files", self.upload)
         app.router.add_get("/v1/files/{file_id}/content", self.content)
         app.router.add_post("/v1/batches", self.create)
@@ -53,6 +54,7 @@ class BatchService:
         app.router.add_get("/v1/batches/{batch_id}", self.retrieve)
 
     async def upload(self, request: web.Request) -> web.Response:
+        """POST /v1/files: store a batch input file."""
         form = await request.post()
         upload, purpose = form.get("file"), form.get("purpose")
         if purpose != "batch" or not isinstance(upload, web.FileField):
@@ -66,12 +68,14 @@ class BatchService:
         return web.json_response({k: v for k, v in self.files[file_id].items() if k != "data"})
 
     async def content(self, request: web.Request) -> web.Response:
+        """GET /v1/files/{id}/content: an input or output file."""
         entry = self.files.get(request.match_info["file_id"])
         if entry is None:
             return _error(404, "no such file")
         return web.Response(body=entry["data"], content_type="application/octet-stream")
 
     async def create(self, request: web.Request) -> web.Response:
+        """POST /v1/batches: start a batch over an uploaded file."""
         body = orjson.loads(await request.read())
         if body.get("input_file_id") not in self.files:
             return _error(400, "input_file_id: no such file")
@@ -92,12 +96,14 @@ class BatchService:
         return web.json_response(_public(self.batches[batch_id]))
 
     async def list(self, request: web.Request) -> web.Response:
+        """GET /v1/batches: every batch, newest first."""
         self.counts["lists"] += 1
         data = sorted(self.batches.values(), key=lambda b: -b["created_at"])
         return web.json_response({"object": "list", "data": [_public(b) for b in data],
                                   "has_more": False})
 
     async def retrieve(self, request: web.Request) -> web.Response:
+        """GET /v1/batches/{id}: a batch, advanced one step unless held."""
         batch = self.batches.get(request.match_info["batch_id"])
         if batch is None:
             return _error(404, "no such batch")

@@ -158,6 +158,7 @@ class Behaviour:
     _rng: random.Random | None = None
 
     def draw_fault(self) -> str | None:
+        """The fault for this request, drawn at the configured rate (seeded: reproducible)."""
         if self._rng is None:
             self._rng = random.Random(self.fault_seed)
         if self.fault_rate and self._rng.random() < self.fault_rate:
@@ -399,6 +400,7 @@ class TestServer:
 
     @property
     def base_url(self) -> str:
+        """The URL a client passes as --base-url."""
         return f"http://127.0.0.1:{self.port}/v1"
 
     def _serve(self) -> None:
@@ -418,12 +420,14 @@ class TestServer:
         self._loop.run_until_complete(runner.cleanup())
 
     def start(self) -> "TestServer":
+        """Serve in a background thread; returns once the port is bound."""
         self._thread.start()
         if not self._ready.wait(10):
             raise RuntimeError("test server did not start")
         return self
 
     def stop(self) -> None:
+        """Stop the loop and join its thread."""
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)

@@ -42,6 +42,7 @@ class ManagedServer:
 
     @property
     def base_url(self) -> str:
+        """The URL the harness sends requests to."""
         return f"http://127.0.0.1:{self.port}/v1"
 
     def describe(self) -> dict[str, Any]:
