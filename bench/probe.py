@@ -135,6 +135,9 @@ def report(path: Path) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 3 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
     runner._encode = counting_encode
     runner.iter_examples = timed_examples
     runner.finalize = timed_finalize

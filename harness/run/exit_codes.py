@@ -8,10 +8,6 @@ SOME_ERRORS = 1  # the run ended, some items are errors (a re-run retries them);
 USAGE = 2  # usage or input error, found before anything was sent
 NOTHING_ANSWERED = 3  # no item could be answered, however many there were
 
-HELP = ("Exit status: 0 every selected item has an answer; 1 the run ended but some items are "
-        "errors (a re-run retries them), or its folder could not be written; 2 usage or input "
-        "error, nothing sent; 3 no item could be answered.")
-
 
 def for_summaries(summaries: Iterable[dict[str, Any]]) -> int:
     """The exit status of a run (or a prompt study) from its summaries."""
