@@ -65,11 +65,10 @@ class ResponseCache:
         self._commit_every_s = commit_every_s
         self._last_commit = time.monotonic()
         self.disabled = False  # set when a write failed: the run goes on without the cache
-        self.moved_aside: Path | None = None
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
-            self.moved_aside = self._move_aside(exc)
+            self._move_aside(exc)
             self._db = self._open()
 
     def _open(self) -> sqlite3.Connection:
@@ -85,7 +84,8 @@ class ResponseCache:
             raise
         return db
 
-    def _move_aside(self, exc: Exception) -> Path:
+    def _move_aside(self, exc: Exception) -> None:
+        """Keep an unreadable cache file for inspection and start a fresh one beside it."""
         aside = self.path.with_name(f"{self.path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         for suffix in ("", "-wal", "-shm"):
             part = self.path.with_name(self.path.name + suffix)
@@ -93,7 +93,6 @@ class ResponseCache:
                 os.replace(part, aside.with_name(aside.name + suffix))
         warn(f"the response cache {self.path} cannot be read ({exc}); moved it aside to "
              f"{aside} and started a fresh one")
-        return aside
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The cached answer for `key`, or None (also when the cache is disabled)."""
