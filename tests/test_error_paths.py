@@ -154,3 +154,19 @@ def test_merge_and_compare_misuse_is_one_clear_line(two_runs, args, message):
     proc = ubench(*[a.format(**fill) for a in args], check=False)
     assert proc.returncode != 0 and no_traceback(proc)
     assert message.format(**fill) in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "manifest.json").write_text("{not json"), "not a readable run folder"),
+    (lambda d: (d / "manifest.json").write_text('{"dataset": {}}'), "revision"),
+    (lambda d: (d / "samples.jsonl").write_text('{"item_id": "x:domain"}\n'), "missing field"),
+])
+def test_compare_on_a_damaged_run_folder_is_one_clear_line(two_runs, tmp_path, damage, message):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(two_runs / "b", broken)
+    damage(broken)
+    proc = ubench("compare", str(two_runs / "a"), str(broken), check=False)
+    assert proc.returncode != 0 and no_traceback(proc)
+    assert str(broken) in proc.stderr and message in proc.stderr, proc.stderr

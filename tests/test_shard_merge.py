@@ -69,6 +69,24 @@ def test_merge_gives_the_unsharded_result(shards, tmp_path):
     assert [m["shard"] for m in manifest["merged_from"]] == ["1/3", "2/3", "3/3"]
 
 
+def test_a_shard_killed_mid_line_loses_only_its_torn_line_in_the_merge(shards, tmp_path):
+    # A shard that crashed leaves its last line without a newline; merged as it is, that tail
+    # would swallow the next shard's first record.
+    _, full, parts = shards
+    copies = []
+    for part in parts:
+        copies.append(tmp_path / part.name)
+        shutil.copytree(part, copies[-1])
+    torn = copies[0] / "samples.jsonl"
+    lines = torn.read_bytes().splitlines(keepends=True)
+    torn.write_bytes(b"".join(lines[:-1]) + lines[-1][:40])  # the last record cut mid-line
+    lost = json.loads(lines[-1])["item_id"]
+    proc = ubench("merge", *map(str, copies), "--output", str(tmp_path / "merged"))
+    assert "torn last line" in proc.stderr
+    merged = {r["item_id"] for r in read_jsonl(tmp_path / "merged" / "samples.jsonl")}
+    assert merged == {r["item_id"] for r in read_jsonl(full / "samples.jsonl")} - {lost}
+
+
 def test_merge_refuses_missing_shards(shards, tmp_path):
     _, _, parts = shards
     proc = ubench("merge", str(parts[0]), str(parts[2]), "--output", str(tmp_path / "m"),

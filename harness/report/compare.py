@@ -22,6 +22,7 @@ from harness.report.compare_calibration import (
 from harness.report.results import (
     MANIFEST,
     SAMPLES,
+    check_samples,
     latest_records,
     read_json,
     write_json,
@@ -58,8 +59,15 @@ def load_run(path: Path, label: str) -> Run:
     path = Path(path)
     if not (path / SAMPLES).exists() or not (path / MANIFEST).exists():
         raise CompareError(f"{path}: not a run folder (needs {SAMPLES} and {MANIFEST})")
+    try:
+        check_samples(path / SAMPLES)
+        manifest = read_json(path / MANIFEST)
+        manifest["dataset"]["revision"]  # compared runs must name their dataset revision
+    except (ValueError, KeyError, TypeError) as exc:  # SamplesError and JSONDecodeError included
+        raise CompareError(f"{path}: not a readable run folder ({type(exc).__name__}: {exc})") \
+            from None
     scored = {r["item_id"]: r for r in latest_records(path) if not r.get("error")}
-    return Run(label, path, read_json(path / MANIFEST), scored)
+    return Run(label, path, manifest, scored)
 
 
 def _labels(paths: list[Path]) -> list[str]:

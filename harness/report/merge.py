@@ -6,10 +6,11 @@ shard given twice or an item answered in two shards, and missing shards.
 from __future__ import annotations
 
 import copy
-import shutil
+import os
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from harness.data.items import parse_shard
 from harness.report.finalize import finalize
@@ -20,6 +21,7 @@ from harness.report.results import (
     read_json,
     read_samples,
     resume_view,
+    whole_lines_end,
     write_json,
 )
 from harness.report.thumbnails import THUMBNAILS
@@ -54,11 +56,12 @@ def merge_runs(dirs: list[Path], output: Path) -> dict[str, Any]:
     order = sorted(range(len(dirs)), key=lambda i: shards[i][0])
     output.mkdir(parents=True, exist_ok=True)
     for name in (SAMPLES, THUMBNAILS):  # copied verbatim: the raw responses stay untouched
+        sources = [dirs[i] / name for i in order if (dirs[i] / name).exists()]
+        if not sources:
+            continue
         with open(output / name, "wb") as out:
-            for i in order:
-                if (dirs[i] / name).exists():
-                    with open(dirs[i] / name, "rb") as src:
-                        shutil.copyfileobj(src, out)
+            for src in sources:
+                _copy_whole_lines(src, out)
     merged = copy.deepcopy(manifests[order[0]])
     merged["selection"]["shard"] = None
     merged["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -70,6 +73,21 @@ def merge_runs(dirs: list[Path], output: Path) -> dict[str, Any]:
     ]
     write_json(output / MANIFEST, merged)
     return finalize(output)
+
+
+def _copy_whole_lines(src: Path, out: BinaryIO) -> None:
+    """Append `src` up to its last newline: the torn tail of a shard that crashed (dropped when
+    that shard resumes) must not glue itself onto the next shard's first record."""
+    with open(src, "rb") as f:
+        size, end = f.seek(0, os.SEEK_END), whole_lines_end(f)
+        if end < size:
+            print(f"warning: {src}: dropped a torn last line ({size - end} bytes)", file=sys.stderr)
+        f.seek(0)
+        remaining = end
+        while remaining:
+            chunk = f.read(min(remaining, 1 << 20))
+            out.write(chunk)
+            remaining -= len(chunk)
 
 
 def _manifest(run_dir: Path) -> dict[str, Any]:

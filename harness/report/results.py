@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import orjson
 
@@ -70,17 +70,26 @@ class SampleWriter:
         self.close()
 
 
+def whole_lines_end(f: BinaryIO) -> int:
+    """The offset just past the last newline of an open file (0 if it has none): what follows it
+    is a line a crash left torn. Read backwards a block at a time, never the whole file."""
+    end = f.seek(0, os.SEEK_END)
+    while end > 0:
+        start = max(0, end - 65536)
+        f.seek(start)
+        cut = f.read(end - start).rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        end = start
+    return 0
+
+
 def _drop_torn_tail(path: Path) -> None:
     """Truncate a last line that a crash left without its newline (it cannot be trusted)."""
     if not path.exists() or path.stat().st_size == 0:
         return
     with open(path, "rb+") as f:
-        f.seek(-1, os.SEEK_END)
-        if f.read(1) == b"\n":
-            return
-        f.seek(0)
-        data = f.read()
-        f.truncate(data.rfind(b"\n") + 1)
+        f.truncate(whole_lines_end(f))
 
 
 def read_samples(path: Path) -> Iterator[dict[str, Any]]:
