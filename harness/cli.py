@@ -315,6 +315,8 @@ def _dry_run(config, prompts: list[str]) -> None:
         result = estimate(config, outputs)
     except (RunError, TemplateError, DatasetLoadError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
+    except OSError as exc:  # the output folder cannot be written
+        raise Failure(_os_error(exc)) from None
     click.echo(estimate_text(result))
     click.echo(f"Written to {config.output / ESTIMATE_JSON}")
 

@@ -170,3 +170,15 @@ def test_compare_on_a_damaged_run_folder_is_one_clear_line(two_runs, tmp_path, d
     proc = ubench("compare", str(two_runs / "a"), str(broken), check=False)
     assert proc.returncode != 0 and no_traceback(proc)
     assert str(broken) in proc.stderr and message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("args", [["--style", "bogus"], ["--model-style", "a=bogus"],
+                                  ["--faults", "500,nope"]])
+def test_the_test_server_command_line_refuses_unknown_styles_and_faults(args):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "harness.servers.testserver", *args],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert args[-1].split("=")[-1].split(",")[-1] in proc.stderr  # names what it refused

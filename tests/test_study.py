@@ -274,3 +274,23 @@ def test_a_study_exits_as_a_run_does(tmp_path):
                          / "official" / "samples.jsonl")
     assert 0 < sum(bool(r["error"]) for r in records) < len(records) == 6
     assert (tmp_path / "some" / "study.md").exists()
+
+
+def test_a_study_refuses_what_ubench_run_refuses_and_two_templates_of_one_name(tmp_path):
+    # An answer mode the model cannot answer in is refused before anything runs, as `ubench run`
+    # refuses it; two templates whose own names agree would write into one cell folder.
+    (tmp_path / "copy.yaml").write_text((ROOT / "prompts" / "official.yaml").read_text())
+    for templates, modes, message in (("[official]", "[logprobs]", "lacks"),
+                                      ("[official, copy.yaml]", "[free]", "appears twice")):
+        path = tmp_path / "study.yaml"
+        path.write_text(f"name: refused\ndataset: sample\nlimit: 3\nmodels:\n  - model: random\n"
+                        f"templates: {templates}\nanswer_modes: {modes}\n")
+        proc = ubench("study", str(path), "--output", str(tmp_path / "out"), check=False)
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert not list((tmp_path / "out").rglob("samples.jsonl"))
+
+
+def test_run_dry_run_into_an_unwritable_folder_is_one_line(tmp_path):
+    proc = ubench("run", "--model", "random", "--dry-run", "--output", "/proc/ubench-nope",
+                  check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr and "/proc/ubench-nope" in proc.stderr

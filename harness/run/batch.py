@@ -132,8 +132,9 @@ class BatchRun:
 
     def _new_file(self, files: list[dict[str, Any]], round_: int) -> dict[str, Any]:
         prefix = "requests" if round_ == 1 else f"requests-r{round_}"
-        entry = {"name": f"{prefix}-{len([f for f in files if f['round'] == round_]) + 1:03d}"
-                         ".jsonl", "round": round_, "requests": 0, "bytes": 0,
+        name = f"{prefix}-{len([f for f in files if f['round'] == round_]) + 1:03d}.jsonl"
+        (self.folder / name).write_bytes(b"")  # a file an interrupted round left starts again
+        entry: dict[str, Any] = {"name": name, "round": round_, "requests": 0, "bytes": 0,
                  "input_file_id": None, "batch_id": None, "status": "written",
                  "request_counts": None, "output_file_id": None, "error_file_id": None,
                  "collected": False, "failed_ids": []}
@@ -352,7 +353,7 @@ def _read_result(line: bytes, n: int, file_id: str,
         detail = error or (response.get("body") if isinstance(response, dict) else None)
         return custom_id, f"HTTP {status}: {redact(str(detail))[:300]}"
     try:
-        reply = chat_response(response.get("body"), line[:200])
+        reply = chat_response(response.get("body"), redact(line.decode("utf-8", "replace"))[:200])
     except AdapterError as exc:
         return custom_id, redact(exc.message)
     text = redact(reply.text)

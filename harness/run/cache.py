@@ -180,7 +180,6 @@ class CachedAdapter(Adapter):
         self.cache = cache
         self.identity = identity
         self.spec = inner.spec
-        self.hits = 0
 
     def describe(self) -> dict[str, Any]:
         """The wrapped adapter's description: the cache does not change what answers."""
@@ -191,7 +190,6 @@ class CachedAdapter(Adapter):
         key = request_key(self.identity, request)
         hit = self.cache.get(key)
         if hit is not None and valid_cached(hit):
-            self.hits += 1
             return ChatResponse(text=hit["text"], finish_reason=hit["finish_reason"],
                                 usage=hit["usage"], latency_s=hit["latency_s"], attempts=0,
                                 meta={"cache": "hit", "cache_key": key},

@@ -20,11 +20,10 @@ Batch = list[tuple[list[Any], Any, "str | None"]]
 
 
 def encoded_batches(examples: Iterable[Example], todo_of: Callable[[Example], list[Any]],
-                    encode: Callable[[Example], Encoded], *, batch_items: int,
-                    workers: int | None = None) -> Iterator[Batch]:
+                    encode: Callable[[Example], Encoded], *, batch_items: int) -> Iterator[Batch]:
     """Batches of (the example's work still to do, image, image problem), each of at least
     `batch_items` units except the last; an example with nothing to do is not even encoded."""
-    workers = workers or os.cpu_count() or 1
+    workers = os.cpu_count() or 1
     with ThreadPoolExecutor(workers, thread_name_prefix="ubench-encode") as pool:
         pending: list[tuple[list[Any], Example]] = []
         count = 0

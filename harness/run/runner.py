@@ -256,7 +256,10 @@ def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str
 
 def check_answer_mode(config: RunConfig) -> None:
     """Refuse, before any server starts or request goes out, a mode the model cannot answer in."""
-    provider, model = split_spec(config.model)
+    try:
+        provider, model = split_spec(config.model)
+    except ValueError as exc:  # an unknown provider or an empty model name: usage, exit 2
+        raise InputError(str(exc)) from None
     urls: Sequence[str | None] = ([config.base_url] if isinstance(config.base_url, str)
                                   else config.base_url or [None])
     for url in urls:

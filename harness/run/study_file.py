@@ -175,15 +175,15 @@ def load_study(path: Path) -> Study:
         models.append(ModelEntry(m["model"], label, urls, m.get("api_key_env"),
                                  m.get("concurrency", config.CONCURRENCY), m.get("serve", False),
                                  m.get("vllm_args", ""), m.get("vllm_python")))
-    templates = []
+    templates, names = [], []  # names: the templates' own names, which name the cells' folders
     for i, name in enumerate(data["templates"]):
         if name.endswith((".yaml", ".yml")) and not Path(name).is_absolute():
             name = str(path.parent / name)  # a template file beside the study file
         try:
-            templates.append(load_template(name).name and name)
+            names.append(load_template(name).name)
         except TemplateError as exc:
             raise fail(["templates", i], str(exc)) from None
-    names = [Path(t).stem if t.endswith((".yaml", ".yml")) else t for t in templates]
+        templates.append(name)
     for key, values in (("models", [m.label for m in models]), ("templates", names)):
         for i, value in enumerate(values):
             if value in values[:i]:

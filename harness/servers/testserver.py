@@ -442,12 +442,14 @@ class TestServer:
 def main(argv: list[str] | None = None) -> None:
     """Command line: serve in the foreground, e.g. for a manual run against it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--style", default="random")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: a free one)")
+    parser.add_argument("--style", default="random",
+                        help="how it answers: random, first, letter:X, cot, mixed, ...")
     parser.add_argument("--model-style", action="append", default=[], metavar="NAME=STYLE",
                         help="answer requests for model NAME in STYLE (repeatable)")
-    parser.add_argument("--latency", type=float, default=0.0)
-    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--fault-rate", type=float, default=0.0,
+                        help="share of requests that get one of --faults")
     parser.add_argument("--faults", default=",".join(FAULTS),
                         help="comma list of " + ", ".join(FAULTS + HOSTILE))
     parser.add_argument("--hang", type=float, default=30.0, help="seconds a 'hang' fault stalls")
@@ -455,6 +457,15 @@ def main(argv: list[str] | None = None) -> None:
     if any("=" not in item for item in args.model_style):
         parser.error("--model-style takes NAME=STYLE, e.g. vlm-a=mixed")
     model_styles = dict(item.split("=", 1) for item in args.model_style)
+    unknown = [f for f in args.faults.split(",") if f not in FAULTS + HOSTILE]
+    if unknown:
+        parser.error(f"--faults: unknown {', '.join(unknown)}; choose from "
+                     f"{', '.join(FAULTS + HOSTILE)}")
+    for style in (args.style, *model_styles.values()):
+        try:
+            make_responder(style)
+        except ValueError as exc:
+            parser.error(f"style {style!r}: {exc}")
     server = TestServer(args.style, latency_s=args.latency, port=args.port,
                         model_styles=model_styles,
                         fault_rate=args.fault_rate, faults=tuple(args.faults.split(",")),
