@@ -305,13 +305,23 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
 
 
 def _dry_run(config, prompts: list[str]) -> None:
+    from harness.data.selection import SelectionError, check_selection
+    from harness.data.sources import resolve_source
     from harness.prompts import TemplateError, load_template
     from harness.run.estimate import ESTIMATE_JSON, estimate, estimate_text
-    from harness.run.runner import RunError
+    from harness.run.runner import RunError, check_answer_mode
 
-    try:
+    try:  # what a real run refuses before sending anything, a dry run refuses too (exit 2)
+        check_answer_mode(config)
+        check_selection(resolve_source(config.dataset, config.revision), config.datasets,
+                        config.question_types)
         outputs = [(prompts[0], config.output)] if len(prompts) == 1 else [
             (p, config.output / load_template(p).name) for p in prompts]
+    except RunError as exc:
+        raise Failure(str(exc), exc.exit_code) from None
+    except (SelectionError, TemplateError, DatasetLoadError) as exc:
+        raise Failure(str(exc), exit_codes.USAGE) from None
+    try:
         result = estimate(config, outputs)
     except (RunError, TemplateError, DatasetLoadError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -356,11 +366,12 @@ def import_batch_cmd(run_dir: Path, results: tuple[Path, ...]) -> None:
     from harness.run.batch import BatchError
     from harness.run.offline_batch import import_results
 
-    try:
-        counts = import_results(run_dir, list(results))
-    except BatchError as exc:
-        raise click.ClickException(str(exc)) from None
-    summary = finalize(run_dir)
+    with _locked(run_dir):
+        try:
+            counts = import_results(run_dir, list(results))
+        except BatchError as exc:
+            raise Failure(str(exc), exit_codes.USAGE) from None
+        summary = finalize(run_dir)
     click.echo(summary_markdown(summary, read_json(run_dir / MANIFEST)))
     click.echo(f"Imported {counts['answered']} answers and {counts['failed']} failed lines into "
                f"{run_dir}/ ({counts['missing']} requests have no result yet)")

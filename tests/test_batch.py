@@ -172,7 +172,7 @@ def test_exported_requests_import_their_results_in_any_order(tmp_path):
     ubench("import-batch", str(out), str(results))  # importing again adds no second answer
     (out / "batch" / "state.json").write_text("{torn")
     proc = ubench("import-batch", str(out), str(results), check=False)
-    assert proc.returncode == 1 and "state.json: unreadable" in proc.stderr
+    assert proc.returncode == 2 and "state.json: unreadable" in proc.stderr
     answers = [r for r in read_jsonl(out / "samples.jsonl") if not r["error"]]
     assert len(answers) == len({r["item_id"] for r in answers}) == 5
 

@@ -182,3 +182,16 @@ def test_the_test_server_command_line_refuses_unknown_styles_and_faults(args):
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert args[-1].split("=")[-1].split(",")[-1] in proc.stderr  # names what it refused
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--datasets", "kather_et_al_2061"], "kather_et_al_2016"),
+    (["--dataset", "/nonexistent/ubench"], "/nonexistent/ubench"),
+    (["--answer-mode", "logprobs"], "lacks"),
+])
+def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, args, message):
+    proc = ubench("run", "--model", "random", "--dry-run", "--output", str(tmp_path / "d"), *args,
+                  check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert message in proc.stderr, proc.stderr
+    assert not (tmp_path / "d" / "estimate.json").exists()

@@ -32,13 +32,12 @@ from harness.report.run_report import group_label, html_page, order_text, table
 from harness.report.tables import pct
 from harness.score.pricing import manifest_price
 from harness.score.scoring import SCORERS, chance, group_order, paper_groups
-from harness.score.stats import cluster_bootstrap, cluster_codes, holm, paired_test
+from harness.score.stats import ALPHA, cluster_bootstrap, cluster_codes, holm, paired_test
 from harness.score.usage import usage_summary
 
 COMPARE_MD = "compare.md"
 COMPARE_HTML = "compare.html"
 COMPARE_JSON = "compare.json"
-ALPHA = 0.05
 
 
 class CompareError(Exception):

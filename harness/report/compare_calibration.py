@@ -17,9 +17,7 @@ from harness.score.calibration import (
     point_metrics,
 )
 from harness.score.scoring import group_order, paper_groups
-from harness.score.stats import cluster_bootstrap, cluster_codes, holm, paired_sign_flip_test
-
-ALPHA = 0.05
+from harness.score.stats import ALPHA, cluster_bootstrap, cluster_codes, holm, paired_sign_flip_test
 
 
 def calibration_comparison(runs: list, shared: list[str], seed: int = 0) -> dict[str, Any] | None:

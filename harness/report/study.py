@@ -28,12 +28,11 @@ from harness.report.results import SUMMARY_JSON, latest_records, read_json, writ
 from harness.report.run_report import html_page, table
 from harness.report.tables import pct
 from harness.score.scoring import CLUSTER_CI_METHOD, SCORERS, paper_groups
-from harness.score.stats import holm, kendall_tau, spread_bootstrap
+from harness.score.stats import ALPHA, holm, kendall_tau, spread_bootstrap
 
 STUDY_JSON, STUDY_MD, STUDY_HTML = "study.json", "study.md", "study.html"
 HEATMAP = "heatmap.png"
 COMPARED_GROUPS = ("coarse", "fine")
-ALPHA = 0.05
 
 
 def _condition(cell: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 N_RESAMPLES = 1000
+ALPHA = 0.05  # significance level of every paired comparison, after Holm
 
 
 def _basic_interval(mean: float, resampled: np.ndarray, alpha: float) -> tuple[float, float]:
