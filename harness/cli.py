@@ -24,19 +24,36 @@ class Failure(click.ClickException):
 
 
 def _base_url(ctx, param, values: tuple[str, ...] | str | None):
-    """An http(s) URL with a host, checked before anything is sent."""
-    from urllib.parse import urlsplit
+    """An http(s) URL with a host, checked before anything is sent (as a study's base_url)."""
+    from harness.run.checks import base_url_problem
 
     for value in (values,) if isinstance(values, str) else values or ():
-        try:
-            url = urlsplit(value)
-            url.port  # noqa: B018 - raises on a malformed port
-        except ValueError as exc:
-            raise click.BadParameter(f"{value!r}: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.hostname or " " in value:
-            raise click.BadParameter(f"{value!r} is not an http(s) URL with a host, e.g. "
-                                     "http://127.0.0.1:8000/v1")
+        if problem := base_url_problem(value):
+            raise click.BadParameter(problem)
     return values
+
+
+def _top_p(ctx, param, value: float | None) -> float | None:
+    """In (0, 1], as a study's generation/top_p."""
+    from harness.run.checks import top_p_problem
+
+    if value is not None and (problem := top_p_problem(value)):
+        raise click.BadParameter(problem)
+    return value
+
+
+def _refuse_ignored(rules) -> None:
+    """An option the rest of the command line makes meaningless is a usage error (exit 2), not
+    silently dropped (harness.option_rules)."""
+    from click.core import ParameterSource
+
+    from harness.option_rules import ignored_option
+
+    ctx = click.get_current_context()
+    given = {name for name in ctx.params if ctx.get_parameter_source(name) in (
+        ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)}
+    if message := ignored_option(rules, ctx.params, given):
+        raise Failure(message, exit_codes.USAGE)
 
 
 @contextmanager
@@ -135,7 +152,7 @@ def _shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--max-tokens", type=click.IntRange(min=1), default=config.MAX_TOKENS,
               show_default=True,
               help="Most tokens the model may generate per answer.")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=None,
+@click.option("--top-p", type=float, default=None, callback=_top_p,
               help="Nucleus sampling, in (0, 1] (default: the server's).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for the request, the random baseline and the bootstrap.")
@@ -237,6 +254,9 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
     (a re-run retries them), or its folder could not be written; 2 usage or input error, nothing
     sent; 3 no item could be answered.
     """
+    from harness.option_rules import RUN_RULES
+
+    _refuse_ignored(RUN_RULES)
     # hosted-API options (cost, batches, limits, provider parameters)
     dry_run, export_batch = hosted.pop("dry_run"), hosted.pop("export_batch")
     hosted["extra_body"] = _json_object(hosted["extra_body"], "--extra-body")
@@ -409,7 +429,8 @@ def cache_clear() -> None:
               help="JSON Lines: each input line plus 'extracted' and 'rule'.")
 @click.option("--judge", default=None, metavar="MODEL",
               help="LLM judge (provider/model) asked only about responses the parser finds invalid.")
-@click.option("--judge-base-url", default=None, help="OpenAI-compatible server of the judge.")
+@click.option("--judge-base-url", default=None, callback=_base_url,
+              help="OpenAI-compatible server of the judge.")
 def extract_cmd(source: Path, target: Path, judge: str | None, judge_base_url: str | None) -> None:
     """Read the answer letter out of any tool's responses with ubench's parser.
 
@@ -417,9 +438,11 @@ def extract_cmd(source: Path, target: Path, judge: str | None, judge_base_url: s
     an optional 'gold' (a letter, or "none") adds 'correct', an optional 'question' is shown to
     the judge. Malformed lines get an 'error' in the output and the run goes on.
     """
+    from harness.option_rules import EXTRACT_RULES
     from harness.score.extract import ExtractError, extract_file, summary_text
     from harness.score.judge import build_judge
 
+    _refuse_ignored(EXTRACT_RULES)
     if target.exists() and source.exists() and target.resolve() == source.resolve():
         raise Failure(f"--output {target} is the --input file; write to another file",
                       exit_codes.USAGE)
@@ -535,7 +558,7 @@ def study_cmd(study_file: Path, output: Path | None, dry_run: bool, force: bool)
         study = load_study(study_file)
         output = output or Path(study.spec.get("output") or Path("results") / study.name)
         if dry_run:
-            rows = cells(study, output)
+            rows = cells(study, output, force=force)
             click.echo("| model | template | answer mode | option order | seed | server | "
                        "requests | done | to send | folder |")
             click.echo("|---|---|---|---|---|---|---|---|---|---|")

@@ -181,6 +181,12 @@ def test_kendall_tau_b_with_ties():
     ("[official,", "[official, no-such-template,", 13, "templates/1"),
     ("label: vlm-first", "label: vlm-mixed", 10, "models/1/label"),
     ("limit: 40", "limit: forty", 3, "limit"),
+    ("127.0.0.1:9/v1", "127.0.0.1:99999/v1", 7, "models/0/base_url: 'http://127.0.0.1:99999/v1'"
+     ": Port out of range"),
+    ("base_url: http://127.0.0.1:9/v1", "base_url: [http://127.0.0.1:9/v1, 'ftp://host/v1']", 7,
+     "models/0/base_url/1: 'ftp://host/v1' is not an http(s) URL"),
+    ("seeds: [0]", "seeds: [0]\ngeneration:\n  temperature: 0\n  top_p: 1.5", 19,
+     "generation/top_p: 1.5 is not in (0, 1]"),
 ])
 def test_study_file_errors_name_the_line_and_field(tmp_path, old, new, line, message):
     path = study_file(tmp_path, "http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1")
@@ -192,6 +198,29 @@ def test_study_file_errors_name_the_line_and_field(tmp_path, old, new, line, mes
     assert proc.returncode != 0
     assert f"{path}:{line}: field {message}" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("field, value, option", [
+    ("base_url", "http://host:99999/v1", "--base-url"),
+    ("base_url", "localhost:8000/v1", "--base-url"),
+    ("top_p", "0", "--top-p"),
+    ("top_p", "1.01", "--top-p"),
+])
+def test_a_study_refuses_a_setting_in_the_words_ubench_run_uses(tmp_path, field, value, option):
+    # One check for both: the study file's line names the field, the reason is run's own.
+    setting = (f"    base_url: {value}\n" if field == "base_url" else "")
+    path = tmp_path / "study.yaml"
+    path.write_text(f"name: checked\nmodels:\n  - model: vllm/m\n{setting}templates: [official]\n"
+                    + (f"generation:\n  top_p: {value}\n" if field == "top_p" else ""))
+    study = ubench("study", str(path), "--output", str(tmp_path / "out"), check=False)
+    run = ubench("run", "--model", "vllm/m", option, value, "--output", str(tmp_path / "run"),
+                 "--dry-run", check=False)
+    assert study.returncode == run.returncode == 2, (study.stderr, run.stderr)
+    reason = run.stderr.strip().splitlines()[-1].split(f"'{option}': ", 1)[1]
+    line = 4 if field == "base_url" else 6
+    field_path = "models/0/base_url" if field == "base_url" else "generation/top_p"
+    assert study.stderr.strip() == f"Error: {path}:{line}: field {field_path}: {reason}"
+    assert not (tmp_path / "out" / "runs").exists() and not (tmp_path / "run").exists()
 
 
 def test_the_spread_permutation_test_sees_no_effect_where_templates_do_not_matter():

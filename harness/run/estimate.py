@@ -40,7 +40,7 @@ def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:
     detail = image_detail(config.model, config.image_detail)
     rule = price.image_rule if price else None
     counter_name, count = text_counter(split_spec(config.model)[1])
-    done = [_answered(out) for _, out in outputs]
+    done = [set() if config.force else _answered(out) for _, out in outputs]  # --force: all over
     expected = table.get("expected_output_tokens") or {}
     out_per_request = [min(config.max_tokens, expected.get(t.name, config.max_tokens))
                        for t in templates]

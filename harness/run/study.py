@@ -89,8 +89,9 @@ def run_config(study: Study, pipe: Pipeline, *, progress: bool = False) -> RunCo
         command_line=[*sys.argv, f"(study cell {pipe.model.label}/{pipe.condition})"])
 
 
-def cells(study: Study, output: Path) -> list[dict[str, Any]]:
-    """Every cell with its folder and, for --dry-run, its request count and how many are done."""
+def cells(study: Study, output: Path, *, force: bool = False) -> list[dict[str, Any]]:
+    """Every cell with its folder and, for --dry-run, its request count and how many are done
+    (none with `force`: a forced study starts every cell over)."""
     names = template_names(study)
     rows = []
     for pipe in pipelines(study, output):
@@ -99,7 +100,7 @@ def cells(study: Study, output: Path) -> list[dict[str, Any]]:
         for name in names:
             folder = pipe.folder / name
             done = ({r["item_id"] for r in read_samples(folder / SAMPLES) if not r.get("error")}
-                    if (folder / SAMPLES).exists() else set())
+                    if (folder / SAMPLES).exists() and not force else set())
             rows.append({"model": pipe.model.label, "spec": pipe.model.model, "template": name,
                          "answer_mode": pipe.answer_mode, "option_order": pipe.option_order,
                          "seed": pipe.seed, "server": pipe.model.server_key(),

@@ -17,6 +17,7 @@ import yaml
 from harness import config
 from harness.adapters.answer_modes import ANSWER_MODES
 from harness.prompts import TemplateError, load_template
+from harness.run.checks import base_url_problem, top_p_problem
 
 OPTION_ORDER = re.compile(r"^(stored|circular|shuffle:-?\d+(\+circular)?)$")
 
@@ -154,6 +155,9 @@ def load_study(path: Path) -> Study:
         return StudyFileError(f"{path}:{_line_of(node, field_path)}: field "
                               f"{'/'.join(map(str, field_path))}: {message}")
 
+    top_p = data.get("generation", {}).get("top_p")
+    if top_p is not None and (problem := top_p_problem(top_p)):  # as `ubench run --top-p`
+        raise fail(["generation", "top_p"], problem)
     modes = data.get("answer_modes", ["free"])
     for i, mode in enumerate(modes):
         if mode not in ANSWER_MODES:
@@ -168,6 +172,10 @@ def load_study(path: Path) -> Study:
             if any("$" in u for u in urls):
                 raise fail(["models", i, "base_url"], f"{urls}: an environment variable in it "
                            "is not set")
+            for j, url in enumerate(urls):  # as `ubench run --base-url` checks it
+                if problem := base_url_problem(url):
+                    at = ["models", i, "base_url"] + ([j] if isinstance(m["base_url"], list) else [])
+                    raise fail(at, problem)
         if m.get("serve") and urls:
             raise fail(["models", i, "base_url"], "serve starts its own server: leave out "
                        "base_url")
