@@ -59,14 +59,10 @@ def _refuse_ignored(rules) -> None:
 @contextmanager
 def _locked(*folders: Path) -> Iterator[None]:
     """Hold the run folders' locks (harness.run.lock); a folder in use is a usage error."""
-    from contextlib import ExitStack
-
-    from harness.run.lock import FolderLocked, folder_lock
+    from harness.run.lock import FolderLocked, folder_locks
 
     try:
-        with ExitStack() as stack:
-            for folder in dict.fromkeys(folders):
-                stack.enter_context(folder_lock(folder))
+        with folder_locks(folders):
             yield
     except FolderLocked as exc:
         raise Failure(str(exc), exit_codes.USAGE) from None

@@ -323,3 +323,69 @@ def test_run_dry_run_into_an_unwritable_folder_is_one_line(tmp_path):
     proc = ubench("run", "--model", "random", "--dry-run", "--output", "/proc/ubench-nope",
                   check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr and "/proc/ubench-nope" in proc.stderr
+
+
+def _one_cell_study(tmp_path: Path, url: str, limit: int = 30) -> Path:
+    path = tmp_path / "cells.yaml"
+    path.write_text(f"name: cells\ndataset: sample\nlimit: {limit}\nmodels:\n  - model: openai/vlm\n"
+                    f"    label: vlm\n    base_url: {url}\n    concurrency: 1\n"
+                    "templates: [official, expert-microscopist]\n")
+    return path
+
+
+def test_a_cell_is_written_by_one_process_while_its_study_runs(tmp_path):
+    # The study holds every cell's lock for its life: a second study and a `ubench run` into one
+    # of its cells are refused (exit 2, naming the study's PID), and each cell holds each item once.
+    out = tmp_path / "study"
+    cell = out / "runs" / "vlm" / "free-stored-seed0" / "expert-microscopist"
+    with TestServer("random", latency_s=0.05) as server:
+        path = _one_cell_study(tmp_path, server.base_url)
+        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "study", str(path),
+                                 "--output", str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for_lines(out / "runs" / "vlm" / "free-stored-seed0" / "official"
+                            / "samples.jsonl", 2, proc)
+            run = ubench("run", "--model", "openai/vlm", "--base-url", server.base_url,
+                         "--output", str(cell), "--prompt", "expert-microscopist", "--limit",
+                         "30", "--no-progress", check=False)
+            again = ubench("study", str(path), "--output", str(out), check=False)
+        finally:
+            stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    for refused, folder in ((run, cell), (again, out)):
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+        assert f"{folder} is in use by another ubench process (PID {proc.pid})" in refused.stderr
+    for template in ("official", "expert-microscopist"):
+        records = read_jsonl(out / "runs" / "vlm" / "free-stored-seed0" / template
+                             / "samples.jsonl")
+        assert len(records) == len({r["item_id"] for r in records}) == 30
+    assert server.stats.requests == 60 and max(server.stats.by_key.values()) == 1
+    done = ubench("study", str(path), "--output", str(out), "--dry-run")
+    forced = ubench("study", str(path), "--output", str(out), "--dry-run", "--force")
+    assert done.stdout.strip().endswith("2 cells; 0 requests to send.")
+    assert forced.stdout.strip().endswith("2 cells; 60 requests to send.")  # all over again
+
+
+def test_a_study_is_refused_while_a_run_writes_one_of_its_cells(tmp_path):
+    out = tmp_path / "study"
+    cell = out / "runs" / "vlm" / "free-stored-seed0" / "official"
+    with TestServer("random", latency_s=0.05) as run_server, TestServer("random") as study_server:
+        proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--model",
+                                 "openai/vlm", "--base-url", run_server.base_url, "--output",
+                                 str(cell), "--limit", "30", "--concurrency", "1",
+                                 "--no-progress"], cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            _wait_for_lines(cell / "samples.jsonl", 2, proc)
+            study = ubench("study", str(_one_cell_study(tmp_path, study_server.base_url)),
+                           "--output", str(out), check=False)
+        finally:
+            proc.communicate(timeout=120)
+        assert study_server.stats.requests == 0  # refused before anything was sent
+    assert proc.returncode == 0
+    assert study.returncode == 2 and len(study.stderr.strip().splitlines()) == 1
+    assert f"{cell} is in use by another ubench process (PID {proc.pid})" in study.stderr
+    assert not (out / "runs" / "vlm" / "free-stored-seed0" / "expert-microscopist"
+                / "samples.jsonl").exists()
+    assert len(read_jsonl(cell / "samples.jsonl")) == 30

@@ -3,15 +3,18 @@
 Two runs appending to one samples.jsonl would ask (and pay for) the same items twice and write
 duplicate records. `fcntl.flock` is released by the kernel when its holder dies, however it dies,
 so a lock left by a killed run never blocks the next one. `run`, `score`, `report` and `merge`
-all take it. The holder's PID is written into the lock file so the refusal can name it.
+all take it; a study takes its own folder's and every cell's for its whole life, so that a
+`ubench run` into a cell (or a second study) cannot write a cell the study writes. The holder's
+PID is written into the lock file so the refusal can name it.
 """
 from __future__ import annotations
 
 import fcntl
 import os
-from contextlib import contextmanager
+import resource
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 LOCK_NAME = ".ubench.lock"
 
@@ -41,3 +44,20 @@ def folder_lock(folder: Path) -> Iterator[None]:
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing releases the lock
+
+
+@contextmanager
+def folder_locks(folders: Iterable[Path]) -> Iterator[None]:
+    """Hold every folder's lock (each once, in order) for the block, or raise FolderLocked for the
+    first one held elsewhere, releasing those taken. Each lock is an open file: a large study may
+    need more than the soft limit of open files, which is raised (up to the hard limit) first."""
+    folders = list(dict.fromkeys(Path(f) for f in folders))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = len(folders) + 1024  # and the run's own files, sockets and pipes
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (
+            wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard))
+    with ExitStack() as stack:
+        for folder in folders:
+            stack.enter_context(folder_lock(folder))
+        yield

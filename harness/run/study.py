@@ -21,7 +21,7 @@ from harness import config
 from harness.data.sources import resolve_source
 from harness.prompts import load_template
 from harness.report.results import SAMPLES, read_samples
-from harness.run.lock import FolderLocked, folder_lock
+from harness.run.lock import FolderLocked, folder_locks
 from harness.run.runner import (
     InputError,
     RunConfig,
@@ -119,7 +119,6 @@ def run_study(study: Study, output: Path, *, force: bool = False,
         by_server.setdefault(pipe.model.server_key(), []).append(pipe)
 
     async def one_server(pipes: list[Pipeline], servers: dict[str, Any]) -> None:
-        names = template_names(study)
         for pipe in pipes:
             config = dataclasses.replace(run_config(study, pipe), force=force)
             echo(f"cell {pipe.model.label} · {pipe.condition}: {', '.join(names)}")
@@ -130,9 +129,12 @@ def run_study(study: Study, output: Path, *, force: bool = False,
     async def everything(servers: dict[str, Any]) -> None:
         await asyncio.gather(*(one_server(p, servers) for p in by_server.values()))
 
+    names = template_names(study)
     with ExitStack() as stack:  # managed vLLM servers (serve: true), one per model, for the study
-        try:  # one study per folder at a time (harness.run.lock), as for runs
-            stack.enter_context(folder_lock(output))
+        try:  # the study's folder and every cell, for the study's life (harness.run.lock)
+            stack.enter_context(folder_locks([output, *(pipe.folder / name for pipes in
+                                                        by_server.values() for pipe in pipes
+                                                        for name in names)]))
         except FolderLocked as exc:
             raise InputError(str(exc)) from None
         servers = {}
