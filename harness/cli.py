@@ -339,7 +339,9 @@ def _dry_run(config, prompts: list[str]) -> None:
         raise Failure(str(exc), exit_codes.USAGE) from None
     try:
         result = estimate(config, outputs)
-    except (RunError, TemplateError, DatasetLoadError, ValueError) as exc:
+    except RunError as exc:  # e.g. a few-shot pool too small: refused as the run refuses it
+        raise Failure(str(exc), exc.exit_code) from None
+    except (TemplateError, DatasetLoadError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
     except OSError as exc:  # the output folder cannot be written
         raise Failure(_os_error(exc)) from None

@@ -96,6 +96,39 @@ def test_summary_usage_equals_what_the_server_reported_and_cost_follows(tmp_path
     assert f"{summary['cost_usd']:,.4f}" in proc.stdout and "cost USD" in proc.stdout
 
 
+ESTIMATE_TOLERANCE = 0.01  # README, --dry-run: against a server counting by the same rules
+
+
+def test_dry_run_counts_few_shot_examples_as_the_server_counts_the_requests(tmp_path):
+    # few-shot-3 puts three worked examples (an image, its question and options, the gold
+    # letter) before each item: the estimate grows by their images and text, and equals what a
+    # server counting each request as sent (every image by the published rule) reports.
+    prices = _prices(tmp_path)
+    rule = json.loads(prices.read_text())["image_rules"]["tiles"]
+    estimates = {}
+    for template in ("official", "few-shot-3"):
+        out = tmp_path / template
+        args = ["run", "--model", "openai/test-model", "--prompt", template, "--output", str(out),
+                "--price-file", str(prices), "--limit", "12", "--no-progress"]
+        proc = ubench(*args, "--dry-run")
+        estimates[template] = est = json.loads((out / "estimate.json").read_text())
+        with TestServer("random", prompt_rule=rule) as server:
+            ubench(*args, "--base-url", server.base_url)
+            reported = server.stats.usage["prompt_tokens"]
+        assert server.stats.requests == est["requests"] == 12
+        assert abs(est["input_tokens"] - reported) <= ESTIMATE_TOLERANCE * reported, (
+            template, est["input_tokens"], reported)
+        check = json.loads((out / "summary.json").read_text())["estimate_check"]
+        assert check["reported_prompt_tokens_per_request"] == round(reported / 12, 1)
+    plain, shots = estimates["official"], estimates["few-shot-3"]
+    assert plain["example_images"] == 0 and shots["example_images"] == 3 * 12
+    # the sample's 96x96 images are 255 tokens each at high detail, examples as the item's own
+    assert shots["example_image_tokens"] == 3 * 12 * 255
+    assert shots["image_tokens"] == plain["image_tokens"] + shots["example_image_tokens"]
+    assert shots["text_tokens"] > 2 * plain["text_tokens"]  # three more questions and answers
+    assert "of them for 36 few-shot example images" in proc.stdout
+
+
 def test_dry_run_sends_nothing_and_estimates_with_the_published_rule(tmp_path):
     out = tmp_path / "est"
     prices = _prices(tmp_path)

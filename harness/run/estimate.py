@@ -3,10 +3,13 @@
 Reads the same items the run would (resume included: items already answered are left out), takes
 each image's size from its header (no pixels decoded), prices images by the model's published rule
 from the price table, and counts text tokens with an offline tokenizer when one is installed
-(`bpe-openai` ships OpenAI's encodings), else with a stated approximation.
+(`bpe-openai` ships OpenAI's encodings), else with a stated approximation. A few-shot template's
+examples are chosen as the run chooses them (its bank is read and encoded, as the run does) and
+their images and text counted by the same rules.
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from harness.data.images import ImageError, image_size, sent_size
 from harness.data.sources import resolve_source
 from harness.prompts import TemplateError, load_template, render
 from harness.report.results import ESTIMATE_JSON, SAMPLES, read_samples, write_json
+from harness.run.fewshot import ExamplePoolError
 from harness.score.pricing import PricingError, find_price, image_tokens, load_table
 from harness.score.tokens import message_tokens, text_counter
 
@@ -29,7 +33,11 @@ def image_detail(model_spec: str, detail: str | None) -> str | None:
 def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:
     """The estimate for `config` (a RunConfig) over the given (template, output folder) pairs;
     written to `config.output/estimate.json` and returned."""
-    from harness.run.runner import RunError, _examples  # the run's own selection of items
+    from harness.run.runner import (  # the run's own selection of items and few-shot banks
+        RunError,
+        _example_pools,
+        _examples,
+    )
 
     try:
         templates = [load_template(prompt) for prompt, _ in outputs]
@@ -46,11 +54,14 @@ def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:
                        for t in templates]
 
     totals = {"requests": 0, "images": 0, "image_tokens": 0, "text_tokens": 0,
-              "output_tokens": 0, "already_done": 0, "bad_input": 0}
+              "output_tokens": 0, "already_done": 0, "bad_input": 0, "example_images": 0,
+              "example_image_tokens": 0}
     per_template = {t.name: {"requests": 0, "output_tokens_per_request": n}
                     for t, n in zip(templates, out_per_request)}
     sizes: dict[tuple[int, int], int] = {}
     source = resolve_source(config.dataset, config.revision)
+    # few-shot templates: the bank the run would draw from (its images encoded, as the run does)
+    pools = dict(zip((t.name for t in templates), _example_pools(templates, source, config)))
     for example in _examples(source, config):
         pending = [(t, n, item) for t, n, d in zip(templates, out_per_request, done)
                    for item in example.items if item.item_id not in d]
@@ -68,14 +79,24 @@ def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:
         totals["images"] += 1
         sizes[(width, height)] = sizes.get((width, height), 0) + len(pending)
         per_image = image_tokens(rule, width, height, detail) if rule else 0
+        sha256 = hashlib.sha256(example.image_bytes).hexdigest() if any(pools.values()) else None
         for template, n_out, item in pending:
-            if item.problem:
+            try:
+                if item.problem:
+                    raise ExamplePoolError(item.problem)
+                pool = pools[template.name]
+                shots = pool.choose(item, sha256) if pool is not None else []
+            except ExamplePoolError:  # the run records it as bad input and sends nothing
                 totals["bad_input"] += 1
                 continue
             totals["requests"] += 1
             per_template[template.name]["requests"] += 1
-            totals["image_tokens"] += per_image
-            messages = render(template, item.question, item.option_map)
+            shot_tokens = sum(image_tokens(rule, s.image.width, s.image.height, detail)
+                              for s in shots) if rule else 0
+            totals["image_tokens"] += per_image + shot_tokens
+            totals["example_images"] += len(shots)
+            totals["example_image_tokens"] += shot_tokens
+            messages = render(template, item.question, item.option_map, [s.shot() for s in shots])
             totals["text_tokens"] += message_tokens(messages, count)
             totals["output_tokens"] += n_out
 
@@ -129,8 +150,11 @@ def estimate_text(result: dict[str, Any]) -> str:
              f"  requests       {result['requests']:,} on {result['images']:,} images "
              f"({result['already_done']:,} already answered, {result['bad_input']:,} bad input)",
              f"  image tokens   {result['image_tokens']:,} (detail {result['image_detail']}; "
-             + (f"rule {result['image_token_rule']['name']})" if result["image_token_rule"]
-                else "no rule known for this model)"),
+             + (f"rule {result['image_token_rule']['name']}" if result["image_token_rule"]
+                else "no rule known for this model")
+             + (f"; {result['example_image_tokens']:,} of them for "
+                f"{result['example_images']:,} few-shot example images)"
+                if result["example_images"] else ")"),
              f"  text tokens    {result['text_tokens']:,} ({result['text_token_counter']})",
              f"  output tokens  {result['output_tokens']:,} ({result['output_tokens_assumption']})",
              f"  cost           {usd(result['cost_usd'])}, through the Batch API "

@@ -143,6 +143,9 @@ class Behaviour:
     latency_s: float = 0.0
     usage: bool = True
     usage_details: bool = False  # varied usage with cached and reasoning tokens (see `usage_for`)
+    # An image-token rule (harness/data/pricing.yaml): prompt_tokens are then counted from the
+    # request as a provider counts them (`counted_prompt_tokens`), not the fixed 10.
+    prompt_rule: dict[str, Any] | None = None
     fault_rate: float = 0.0  # share of requests that get one of `faults`, drawn with `fault_seed`
     faults: tuple[str, ...] = FAULTS
     fault_seed: int = 0
@@ -221,7 +224,7 @@ def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
         except ValueError as exc:  # as vLLM and OpenAI refuse a malformed constraint
             return web.json_response({"error": {"message": str(exc)}}, status=400)
         stats.answered[key] += 1
-        usage = usage_for(key, answer, behaviour.usage_details) if behaviour.usage else None
+        usage = reported_usage(body, key, answer, behaviour) if behaviour.usage else None
         tally_usage(stats, usage)
         reply = completion(body.get("model", "test"), answer, usage)
         if logprobs is not None:
@@ -236,7 +239,7 @@ def build_app(behaviour: Behaviour, stats: Stats) -> web.Application:
 
     def answer(body: dict[str, Any]) -> dict[str, Any]:  # one line of a batch
         text = behaviour.responder(body)
-        usage = usage_for(request_key(*prompt_parts(body)), text, behaviour.usage_details)
+        usage = reported_usage(body, request_key(*prompt_parts(body)), text, behaviour)
         tally_usage(stats, usage)
         return completion(body.get("model", "test"), text, usage)
 
@@ -283,6 +286,29 @@ def usage_for(key: str, text: str, details: bool = False) -> dict[str, Any]:
             "total_tokens": prompt + completion_tokens + reasoning,
             "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": reasoning, "audio_tokens": 0}}
+
+
+def reported_usage(body: dict[str, Any], key: str, text: str,
+                   behaviour: Behaviour) -> dict[str, Any]:
+    """`usage_for`, with the prompt counted from the request when the behaviour has a rule."""
+    usage = usage_for(key, text, behaviour.usage_details)
+    if behaviour.prompt_rule is not None:
+        usage["prompt_tokens"] = counted_prompt_tokens(body, behaviour.prompt_rule)
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    return usage
+
+
+def counted_prompt_tokens(body: dict[str, Any], rule: dict[str, Any]) -> int:
+    """The prompt tokens of a chat request as sent, every image in it included (few-shot
+    examples too): text by harness.score.tokens' counter, each image by `rule` at its detail."""
+    from harness.score.tokens import message_tokens, request_image_tokens, text_counter
+
+    messages = [{"content": [{"type": "text", "text": m["content"]}]}
+                if isinstance(m.get("content"), str) else m for m in body["messages"]]
+    images = [p["image_url"] for m in messages for p in m["content"]
+              if p.get("type") == "image_url"]
+    return message_tokens(messages, text_counter(body.get("model", ""))[1]) + sum(
+        request_image_tokens(image["url"], rule, image.get("detail")) for image in images)
 
 
 def tally_usage(stats: Stats, usage: dict[str, Any] | None) -> None:
