@@ -6,6 +6,8 @@ import hashlib
 import json
 import socket
 
+import pytest
+
 from harness.servers.testserver import TestServer, prompt_parts
 from tests.conftest import read_jsonl, ubench
 
@@ -146,3 +148,74 @@ def test_extract_asks_the_judge_and_shows_it_only_the_conclusion(tmp_path):
     assert "agreement with 'gold' over 5 lines: 100.00%" in proc.stdout
     assert "without the judge: 60.00%" in proc.stdout
     assert "judge: asked about 3 invalid lines, decided 2" in again.stdout
+
+
+def _judge_prices(tmp_path):
+    path = tmp_path / "prices.yaml"
+    path.write_text(json.dumps({
+        "version": "test", "source": "tests",
+        "models": {"openai/vlm": {"input": 2.0, "cached_input": 0.5, "output": 8.0},
+                   "openai/judge": {"input": 0.1, "cached_input": 0.05, "output": 0.4}},
+        "image_rules": {}}))
+    return path
+
+
+def _cost(usage, input_, cached, output):
+    return ((usage["prompt_tokens"] - usage["cached_tokens"]) * input_
+            + usage["cached_tokens"] * cached + usage["completion_tokens"] * output) / 1e6
+
+
+def test_the_judge_has_its_own_usage_and_cost_never_mixed_into_the_models(tmp_path):
+    # Model and judge on two servers, each reporting varied usage: the run's usage is exactly
+    # what the model's server reported, `judge_usage` exactly what the judge's did, each priced
+    # at its own model's price; the records keep the judge's usage as sent.
+    out = tmp_path / "run"
+    prices = _judge_prices(tmp_path)
+    with TestServer(responder, usage_details=True) as model, \
+            TestServer(responder, usage_details=True) as judge:
+        ubench("run", "--model", "openai/vlm", "--base-url", model.base_url, "--judge",
+               "openai/judge", "--judge-base-url", judge.base_url, "--limit", "40",
+               "--output", str(out), "--price-file", str(prices), "--no-progress")
+        reported = {"model": dict(model.stats.usage), "judge": dict(judge.stats.usage)}
+    assert set(model.stats.models) == {"vlm"} and set(judge.stats.models) == {"judge"}
+    summary = json.loads((out / "summary.json").read_text())
+    judged = summary["judge_usage"]
+    assert judged["model"] == "openai/judge" and reported["judge"]["requests"] > 0
+    for name in ("requests", "prompt_tokens", "completion_tokens", "cached_tokens",
+                 "reasoning_tokens"):
+        assert summary["usage"][name] == reported["model"][name], name
+        assert judged["usage"][name] == reported["judge"][name], name
+    assert summary["cost_usd"] == pytest.approx(_cost(reported["model"], 2.0, 0.5, 8.0), abs=1e-6)
+    assert judged["cost_usd"] == pytest.approx(_cost(reported["judge"], 0.1, 0.05, 0.4), abs=1e-6)
+    assert judged["cost_complete"] and judged["pricing"]["key"] == "openai/judge"
+    records = [r for r in read_jsonl(out / "samples.jsonl") if "judge" in r]
+    assert sum(r["judge"]["usage"]["prompt_tokens"] for r in records) == \
+        reported["judge"]["prompt_tokens"]
+    assert all("prompt_tokens_details" in r["judge"]["usage"] for r in records)  # as sent
+    md = (out / "summary.md").read_text()
+    assert f"Judge usage: openai/judge: {reported['judge']['requests']} requests" in md
+    assert f"cost ${judged['cost_usd']:,.4f}" in md
+    assert "LLM judge usage and cost" in (out / "report.html").read_text()
+    ubench("score", str(out))  # recomputed from the records and the manifest's prices alike
+    assert json.loads((out / "summary.json").read_text())["judge_usage"] == judged
+
+
+def test_extract_sums_the_judges_usage(tmp_path):
+    source, target = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    options = {"A": "eosinophil", "B": "neutrophil"}
+    source.write_text("".join(json.dumps({"options": options, "response": r}) + "\n"
+                              for r in ("B", HEDGE, RAMBLE, HEDGE + " Maybe.")))
+    with TestServer(lambda body: judge_answer(prompt_parts(body)[0]),
+                    usage_details=True) as server:
+        proc = ubench("extract", "--input", str(source), "--output", str(target), "--judge",
+                      "openai/gpt-4o-mini", "--judge-base-url", server.base_url)
+        reported = dict(server.stats.usage)
+    assert reported["requests"] == 3
+    asked = [o["judge"] for o in read_jsonl(target) if "judge" in o]
+    assert sum(j["usage"]["prompt_tokens"] for j in asked) == reported["prompt_tokens"]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("judge usage: "))
+    assert line.startswith(f"judge usage: openai/gpt-4o-mini: 3 requests; "
+                           f"{reported['prompt_tokens']:,} prompt tokens "
+                           f"({reported['cached_tokens']:,} cached); "
+                           f"{reported['completion_tokens']:,} completion tokens "
+                           f"({reported['reasoning_tokens']:,} reasoning); cost $"), line

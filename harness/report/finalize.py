@@ -18,9 +18,9 @@ from harness.report.tables import summary_markdown
 from harness.report.view import read_view
 from harness.score.calibration import answer_mode_summary, calibration_summary
 from harness.score.judge import judge_summary
-from harness.score.pricing import manifest_price
+from harness.score.pricing import manifest_judge_price, manifest_price
 from harness.score.scoring import summarize
-from harness.score.usage import estimate_check, usage_summary
+from harness.score.usage import estimate_check, judge_usage, usage_summary
 
 
 def finalize(out: Path) -> dict[str, Any]:
@@ -33,6 +33,8 @@ def finalize(out: Path) -> dict[str, Any]:
     if judged := judge_summary(view.records):
         summary["judge"] = judged
     summary.update(usage_summary(view.records, manifest_price(manifest)))
+    if judged := judge_usage(view.records, manifest_judge_price(manifest)):
+        summary["judge_usage"] = judged
     if (out / ESTIMATE_JSON).exists():
         try:
             estimate = read_json(out / ESTIMATE_JSON)

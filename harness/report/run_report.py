@@ -26,7 +26,7 @@ from harness.report.tables import HEADLINE, fmt, interval, pct
 from harness.report.thumbnails import THUMBNAILS, image_rank, read_thumbnails
 from harness.report.view import RunView, iter_latest, read_view
 from harness.score.parsing import INVALID_PREFIX
-from harness.score.usage import usage_text
+from harness.score.usage import judge_usage_text, usage_text
 
 REPORT_HTML = "report.html"
 SUMMARY_CSV = "summary.csv"
@@ -322,6 +322,8 @@ def _header(manifest: dict[str, Any] | None, summary: dict[str, Any]) -> str:
               ("data warnings", str(summary["n_data_warnings"]))]
     if text := usage_text(summary):
         facts.append(("usage and cost", text))
+    if text := judge_usage_text(summary):
+        facts.append(("LLM judge usage and cost", text))
     return "<dl class=\"facts\">" + "".join(
         f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in facts) + "</dl>\n"
 

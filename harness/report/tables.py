@@ -5,7 +5,7 @@ from typing import Any
 
 from harness.data.items import COARSE_TYPES, FINE_TOTAL_EXCLUDED
 from harness.report.calibration_report import calibration_markdown
-from harness.score.usage import usage_text
+from harness.score.usage import judge_usage_text, usage_text
 
 # The paper's headline groups, in Table 1's order.
 HEADLINE = ["coarse", "fine", *(f"question_type/{qt}" for qt in COARSE_TYPES),
@@ -43,6 +43,7 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
         f"invalid rate {pct(summary['invalid_rate'])}, {summary['n_data_warnings']} data warnings.",
         "",
         *([f"Usage: {text}", ""] if (text := usage_text(summary)) else []),
+        *([f"Judge usage: {text}", ""] if (text := judge_usage_text(summary)) else []),
         "Accuracy % ± 95% bootstrap CI (basic, over items, as in the paper; on small groups it can "
         "leave [0, 1]); the clustered CI below is [low, high] from a percentile bootstrap over "
         "images (Wilson below 20 images), always inside [0, 1]; "

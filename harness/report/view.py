@@ -21,7 +21,8 @@ from harness.report.results import SAMPLES, read_numbered, supersedes
 # Fields the summary, plots and browser choice never read; all of them stay in samples.parquet.
 BULKY = frozenset({"prompt", "response", "image", "request_sha256", "template_sha256",
                    "rule_before_judge"})
-JUDGE_KEPT = ("model", "error")  # what judge_summary reads of a record's `judge`
+# what judge_summary and judge_usage read of a record's `judge`
+JUDGE_KEPT = ("model", "error", "cached", "usage")
 # Values repeated across records, kept once each (a run has a few dozen of them).
 SHARED = ("dataset", "question_type", "template", "rule", "gold", "extracted")
 

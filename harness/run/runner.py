@@ -345,6 +345,7 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
     for template, out, pool in zip(templates, outs, pools):
         manifest = build_manifest(config, source.describe(), template, adapter, server)
         manifest["judge"] = judge.describe() if judge else None
+        manifest["judge_pricing"] = _price(config, config.judge) if judge else None
         if pool is not None:
             manifest["examples"] = describe_pool(pool)
         done.append(prepare_output(out, manifest, config.force))
@@ -806,10 +807,11 @@ def build_manifest(config: RunConfig, dataset: dict[str, str], template: Templat
     }
 
 
-def _price(config: RunConfig) -> dict[str, Any] | None:
-    """The model's prices from the table in force, recorded so the summary never re-guesses them."""
+def _price(config: RunConfig, spec: str | None = None) -> dict[str, Any] | None:
+    """The prices of the model (or of `spec`, the judge) from the table in force, recorded so the
+    summary never re-guesses them."""
     try:
-        price = find_price(config.model, load_table(config.price_file))
+        price = find_price(spec or config.model, load_table(config.price_file))
     except PricingError as exc:
         raise RunError(f"--price-file: {exc}") from None
     return price.describe() if price else None

@@ -6,7 +6,8 @@ that committed to no option) adds `correct`, and an optional `question` is shown
 Each output line is the input line plus `extracted` and `rule`. A malformed line becomes
 `{"line": n, "error": ..., "text": the original line}` and the run goes on, so one bad record
 never loses the others. With a judge, the lines the rules leave invalid are asked about, a chunk
-of lines at a time, through the response cache.
+of lines at a time, through the response cache; each asked line keeps the judge's `usage` as
+sent, and the summary sums it (priced by the shipped table).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from harness.run.cache import ResponseCache
 from harness.score.judge import RULE as JUDGE_RULE
 from harness.score.judge import Judge
 from harness.score.parsing import INVALID_PREFIX, parse_answer
+from harness.score.pricing import find_price, load_table
+from harness.score.usage import judge_usage, judge_usage_text
 
 NO_ANSWER = "none"  # a `gold` saying the response committed to no option
 CHUNK = 64  # lines read, parsed and judged together
@@ -44,6 +47,7 @@ class ExtractStats:
     misreads: Counter = field(default_factory=Counter)  # "none → letter", ... against `gold`
     judge_asked: int = 0
     judge_errors: int = 0
+    judge_calls: list = field(default_factory=list)  # each asked line's `judge`, for its usage
     correct_before_judge: int = 0
 
     @property
@@ -169,6 +173,7 @@ async def _judge_line(judge: Judge, out: dict[str, Any], stats: ExtractStats) ->
                                                  option_map(out["options"])):
         stats.judge_asked += 1
         stats.judge_errors += "error" in out["judge"]
+        stats.judge_calls.append(out["judge"])
 
 
 def _count(out: dict[str, Any], stats: ExtractStats) -> None:
@@ -210,6 +215,10 @@ def summary_text(stats: ExtractStats, target: Path) -> str:
         decided = stats.rules[JUDGE_RULE]
         lines.append(f"judge: asked about {stats.judge_asked} invalid lines, decided {decided}, "
                      f"{stats.judge_errors} failed")
+        model = stats.judge_calls[0]["model"]
+        judged = judge_usage([{"judge": j} for j in stats.judge_calls],
+                             find_price(model, load_table()))
+        lines.append(f"judge usage: {judge_usage_text({'judge_usage': judged})}")
     lines += ["", f"Written to {target}"]
     return "\n".join(lines)
 

@@ -8,7 +8,8 @@ Its reply is read with the same `parse_answer`, so a judge cannot smuggle in a l
 would not accept, and is kept raw in `judge_raw`. Its replies go through the same response cache as
 the model's (keyed by exactly what it was shown), so a re-run never asks twice. Records it decides
 get `rule: "judge"` and keep the parser's verdict in `rule_before_judge`; the summary reports
-accuracy with and without the judge.
+accuracy with and without the judge, and the judge's own tokens and cost (`judge_usage`, never
+added to the evaluated model's).
 """
 from __future__ import annotations
 
@@ -92,7 +93,8 @@ class Judge:
         verdict = parse_answer(reply.text, options)
         record["judge_raw"] = reply.text
         record["judge"] = {"model": self.adapter.spec, "reply": reply.text, "rule": verdict.rule,
-                           "cached": reply.meta.get("cache") == "hit"}
+                           "cached": reply.meta.get("cache") == "hit",
+                           "usage": reply.usage}  # as sent: summed apart from the model's
         if verdict.valid:
             record["rule_before_judge"] = record["rule"]
             record.update({"extracted": verdict.letter, "rule": RULE})

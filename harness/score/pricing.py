@@ -173,6 +173,15 @@ def _patch_tokens(rule: dict[str, Any], width: int, height: int) -> int:
     return int(math.ceil(min(patches, cap) * rule["multiplier"]))
 
 
+def manifest_judge_price(manifest: dict[str, Any] | None) -> Price | None:
+    """The judge's prices as the run recorded them; for runs older than that, the shipped table's."""
+    if not manifest or not manifest.get("judge"):
+        return None
+    if "judge_pricing" in manifest:
+        return Price.from_manifest(manifest["judge_pricing"]) if manifest["judge_pricing"] else None
+    return find_price(manifest["judge"]["model"].get("spec", ""), load_table())
+
+
 def manifest_price(manifest: dict[str, Any] | None) -> Price | None:
     """The prices a run recorded in its manifest; for runs older than that, the shipped table's."""
     if not manifest:

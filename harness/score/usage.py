@@ -2,7 +2,8 @@
 
 A record answered from the response cache cost nothing in this run and is counted apart
 (`cache_hits`); a record whose server sent no usable `usage` is counted in `requests_without_usage`
-and makes `cost_complete` false. Cost is None when the model has no price, never 0.
+and makes `cost_complete` false. Cost is None when the model has no price, never 0. The LLM judge's
+requests are summed the same way but apart (`judge_usage`), with the judge's own price.
 """
 from __future__ import annotations
 
@@ -86,6 +87,18 @@ def usage_summary(records: Iterable[dict[str, Any]], price: Price | None) -> dic
     }
 
 
+def judge_usage(records: Iterable[dict[str, Any]], price: Price | None
+                ) -> dict[str, Any] | None:
+    """summary.json's `judge_usage`: the judge's requests, tokens and cost, summed as the model's
+    are (`usage_summary` over each record's `judge`) but apart from them; None without a judge."""
+    asked = [r["judge"] for r in records if isinstance(r.get("judge"), dict)]
+    if not asked:
+        return None
+    summary = usage_summary(asked, price)
+    del summary["latency_s"]  # the judge's latency is not recorded
+    return {"model": asked[0].get("model"), **summary}
+
+
 def estimate_check(estimate: Any, usage: dict[str, Any]) -> dict[str, Any] | None:
     """The --dry-run estimate beside what the server reported, per request: the way to settle
     which image-token reading (upscale or not) the provider applies."""
@@ -106,13 +119,7 @@ def usage_text(summary: dict[str, Any]) -> str | None:
     usage = summary.get("usage")
     if not usage:
         return None
-    parts = [f"{usage['requests']} requests", f"{usage['prompt_tokens']:,} prompt tokens "
-             f"({usage['cached_tokens']:,} cached)", f"{usage['completion_tokens']:,} completion "
-             f"tokens ({usage['reasoning_tokens']:,} reasoning)"]
-    if usage.get("cache_hits"):
-        parts.append(f"{usage['cache_hits']} answered from the cache (not counted)")
-    if usage.get("requests_without_usage"):
-        parts.append(f"{usage['requests_without_usage']} without usage from the server")
+    parts = _counts(usage)
     latency = summary.get("latency_s")
     if latency:
         parts.append(f"latency p50 {latency['p50']:.2f} s, p90 {latency['p90']:.2f} s, "
@@ -123,6 +130,28 @@ def usage_text(summary: dict[str, Any]) -> str | None:
                      f"{check['reported_prompt_tokens_per_request']:,}")
     parts.append(cost_text(summary.get("cost_usd"), summary.get("cost_complete", True)))
     return "; ".join(parts) + "."
+
+
+def judge_usage_text(summary: dict[str, Any]) -> str | None:
+    """The judge's line for summary.md, the report and `ubench extract`: its own requests, tokens
+    and cost, beside (never inside) the evaluated model's."""
+    judged = summary.get("judge_usage")
+    if not judged:
+        return None
+    parts = [*_counts(judged["usage"]), cost_text(judged["cost_usd"], judged["cost_complete"])]
+    return f"{judged['model']}: " + "; ".join(parts) + "."
+
+
+def _counts(usage: dict[str, Any]) -> list[str]:
+    """Requests and tokens of a `usage` block, in words."""
+    parts = [f"{usage['requests']} requests", f"{usage['prompt_tokens']:,} prompt tokens "
+             f"({usage['cached_tokens']:,} cached)", f"{usage['completion_tokens']:,} completion "
+             f"tokens ({usage['reasoning_tokens']:,} reasoning)"]
+    if usage.get("cache_hits"):
+        parts.append(f"{usage['cache_hits']} answered from the cache (not counted)")
+    if usage.get("requests_without_usage"):
+        parts.append(f"{usage['requests_without_usage']} without usage from the server")
+    return parts
 
 
 def cost_text(cost: float | None, complete: bool = True) -> str:
