@@ -168,3 +168,13 @@ def test_dry_run_sends_nothing_and_estimates_with_the_published_rule(tmp_path):
     est = json.loads((tmp_path / "u" / "estimate.json").read_text())
     assert est["cost_usd"] is None and est["image_token_rule"] is None
     assert "unknown" in unknown.stdout
+
+
+def test_every_shipped_template_has_an_expected_output_length():
+    """A shipped template missing from the table would be estimated at all of --max-tokens per
+    request (a one-letter prompt's dry-run cost overstated hundreds of times)."""
+    from harness.prompts import builtin_names
+
+    expected = load_table(None)["expected_output_tokens"]
+    assert sorted(set(builtin_names()) - set(expected)) == []
+    assert all(isinstance(n, int) and n > 0 for n in expected.values())
