@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 
 import orjson
 
-from .presets import PRESETS, is_reasoning_model
+from .presets import capabilities, is_reasoning_model
 
 ANSWER_MODES = ("free", "choice", "logprobs")
 OPENAI_MAX_TOP_LOGPROBS = 20
@@ -51,11 +51,10 @@ def unsupported(provider: str, model: str, base_url: str | None, mode: str) -> s
         return f"unknown answer mode {mode!r} (use one of {', '.join(ANSWER_MODES)})"
     if mode != "logprobs":
         return None
-    if provider == "random":
-        return "token logprobs: the random baseline has no token probabilities"
-    preset = PRESETS.get(provider)
-    if preset and "logprobs" in preset.unsupported:
-        return f"token logprobs: the {provider} endpoint does not return logprobs"
+    if not capabilities(provider).logprobs:
+        return ("token logprobs: the random baseline has no token probabilities"
+                if provider == "random" else
+                f"token logprobs: the {provider} endpoint does not return logprobs")
     host = urlparse(base_url or "").hostname or ""
     if host in _HOSTS_NO_LOGPROBS:
         return f"token logprobs: {_HOSTS_NO_LOGPROBS[host]} does not return logprobs"

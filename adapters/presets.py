@@ -1,8 +1,8 @@
 """Hosted providers by name: `gemini/MODEL` → the provider's OpenAI-compatible endpoint and key.
 
 Each preset is an endpoint, the environment variable its key is usually in, how the key is sent,
-and what the provider's OpenAI-compatible layer is known not to support (README, "Paid APIs").
-`--base-url` always overrides the endpoint.
+and the capabilities of the provider's OpenAI-compatible layer, as data the run checks before it
+sends anything (README, "Paid APIs"). `--base-url` always overrides the endpoint.
 """
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ _REASONING = re.compile(r"^(o\d|gpt-5)")
 
 
 @dataclass(frozen=True)
+class Capabilities:
+    """What a provider's endpoint does, as far as known; the run refuses an option that needs
+    what it lacks, before any request (logprobs: harness.adapters.answer_modes; the Batch API:
+    harness.run.runner.check_answer_mode)."""
+    logprobs: bool = True  # returns token logprobs (--answer-mode logprobs)
+    batch_api: bool = True  # OpenAI's Files and Batches endpoints, as --batch drives them
+
+
+@dataclass(frozen=True)
 class Preset:
     """A hosted provider's fixed settings, so `--model provider:name` needs no URL or flags."""
     name: str
@@ -23,22 +32,40 @@ class Preset:
     key_env: str
     image_detail: str | None = None  # sent with every image; None: leave it to the provider
     auth: str = "bearer"  # "bearer": Authorization: Bearer KEY; "api-key": api-key: KEY
-    unsupported: str = ""
+    capabilities: Capabilities = Capabilities()
 
 
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("openai", "https://api.openai.com/v1", "OPENAI_API_KEY", image_detail="high"),
+    # Azure has a Batch API, but on "Global-Batch" deployments, at the resource's own
+    # /openai/files and /openai/batches with its api-key header and api-version: not the
+    # deployment URL and bearer key the batch client here uses.
     Preset("azure", None, "AZURE_OPENAI_API_KEY", image_detail="high", auth="api-key",
-           unsupported="the Batch API through --batch (Azure's batches use other deployments)"),
+           capabilities=Capabilities(batch_api=False)),
+    # Gemini and Anthropic also ignore an image's `detail` and `seed` (README, "Paid APIs").
     Preset("gemini", "https://generativelanguage.googleapis.com/v1beta/openai",
-           "GEMINI_API_KEY", unsupported="image detail, logprobs, seed"),
+           "GEMINI_API_KEY", capabilities=Capabilities(logprobs=False, batch_api=False)),
     Preset("anthropic", "https://api.anthropic.com/v1", "ANTHROPIC_API_KEY",
-           unsupported="image detail, logprobs, seed (ignored), --batch"),
+           capabilities=Capabilities(logprobs=False, batch_api=False)),
+    # What else OpenRouter supports depends on the model it routes to.
     Preset("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY",
-           unsupported="--batch; what else depends on the model routed to"),
-    Preset("together", "https://api.together.xyz/v1", "TOGETHER_API_KEY",
-           unsupported="image detail, --batch"),
+           capabilities=Capabilities(batch_api=False)),
+    Preset("together", "https://api.together.xyz/v1", "TOGETHER_API_KEY",  # ignores `detail`
+           capabilities=Capabilities(batch_api=False)),
 )}
+# Providers without a preset: a vLLM server has no Files or Batches endpoints (its offline
+# runner reads --export-batch's files); the local backends call no API.
+_UNPRESET: dict[str, Capabilities] = {
+    "vllm": Capabilities(batch_api=False),
+    "transformers": Capabilities(batch_api=False),
+    "random": Capabilities(logprobs=False, batch_api=False),
+}
+
+
+def capabilities(provider: str) -> Capabilities:
+    """What `provider`'s endpoint (or backend) supports."""
+    preset = PRESETS.get(provider)
+    return preset.capabilities if preset else _UNPRESET.get(provider, Capabilities())
 
 
 def is_reasoning_model(model: str) -> bool:

@@ -225,3 +225,19 @@ def test_a_key_echoed_in_batch_answers_and_failures_is_redacted(tmp_path, privat
     assert list((out / "batch").glob("results-*.jsonl"))  # the raw copies, redacted too
     secret_free(out, private_cache, secrets=(FAKE_KEY, FAKE_KEY[:8]))
     assert FAKE_KEY[:8] not in proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("model", ["azure/deployment", "gemini/gemini-2.0-flash",
+                                   "anthropic/claude-x", "openrouter/a/b", "together/m",
+                                   "vllm/m"])
+def test_batch_is_refused_for_a_provider_without_a_batch_api(tmp_path, model):
+    out = tmp_path / "run"
+    provider = model.split("/")[0]
+    for extra in ([], ["--dry-run"]):
+        proc = ubench("run", "--model", model, "--base-url", "http://127.0.0.1:9/v1",
+                      "--output", str(out), "--batch", *extra, check=False)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+        assert f"--batch: {provider}/ has no Batch API" in lines[0]
+        assert not out.exists()  # nothing written, nothing sent
+    assert ("--export-batch" in lines[0]) == (provider == "vllm")

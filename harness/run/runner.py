@@ -31,6 +31,7 @@ from harness.adapters.answer_modes import (
     OPENAI_MAX_TOP_LOGPROBS,
     unsupported,
 )
+from harness.adapters.presets import capabilities
 from harness.adapters.redact import redact_argv
 from harness.adapters.reply import MAX_RESPONSE_BYTES
 from harness.data import options_order
@@ -255,11 +256,17 @@ def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str
 
 
 def check_answer_mode(config: RunConfig) -> None:
-    """Refuse, before any server starts or request goes out, a mode the model cannot answer in."""
+    """Refuse, before any server starts or request goes out, a mode the model cannot answer in,
+    or --batch to a provider without a Batch API (its capabilities: harness.adapters.presets)."""
     try:
         provider, model = split_spec(config.model)
     except ValueError as exc:  # an unknown provider or an empty model name: usage, exit 2
         raise InputError(str(exc)) from None
+    if config.batch and not config.export_batch and not capabilities(provider).batch_api:
+        hint = (" (for vLLM's offline runner: --export-batch, then `ubench import-batch`)"
+                if provider == "vllm" else "")
+        raise InputError(f"--batch: {provider}/ has no Batch API that --batch can use (OpenAI's "
+                         f"Files and Batches endpoints); run it without --batch{hint}")
     urls: Sequence[str | None] = ([config.base_url] if isinstance(config.base_url, str)
                                   else config.base_url or [None])
     for url in urls:
@@ -323,8 +330,8 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
         raise InputError(str(exc)) from exc
     batch_adapter = adapter
     if config.batch and (len(specs) != 1 or not hasattr(adapter, "files_client")):
-        raise InputError("--batch sends one template's requests to one OpenAI-compatible server "
-                         "(openai/ or vllm/ with at most one --base-url)")
+        raise InputError("--batch sends one template's requests to one server: one --prompt, at "
+                         "most one --base-url")
     if config.batch and not config.export_batch and config.max_cost is not None:
         raise InputError("--max-cost limits online requests; a batch is priced before it is sent: "
                          "check it with --dry-run (cost_usd_batch), then run --batch without it")
