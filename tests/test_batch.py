@@ -82,6 +82,8 @@ def test_what_batches_cannot_answer_gets_an_error_record_then_is_asked_online(tm
         assert server.stats.requests == 13  # only the failed ones, online
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_records"] == 136 and summary["n_errors"] == 0
+    images = {r["image_id"] for r in read_jsonl(out / "samples.jsonl")}
+    assert set(_thumbnails(out)) == images  # the online fallback made none twice
 
 
 def test_batch_refuses_what_it_cannot_do(tmp_path):
@@ -126,6 +128,7 @@ def test_a_killed_batch_run_rerun_submits_nothing_new(tmp_path):
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         assert server.batches.counts["creates"] == 3
+        made = _thumbnails(out)  # made while the requests were written, before any was sent
         # as if killed between creating the last batch and saving its id
         state = json.loads(state_path.read_text())
         state["files"][-1]["batch_id"] = None
@@ -138,6 +141,7 @@ def test_a_killed_batch_run_rerun_submits_nothing_new(tmp_path):
     assert len(records) == len({r["item_id"] for r in records}) == 136
     assert all(r["error"] is None for r in records)
     assert json.loads(state_path.read_text())["files"][-1]["batch_id"]
+    assert _thumbnails(out) == made and set(made) == {r["image_id"] for r in records}
 
 
 def _export(tmp_path, model, *extra):
@@ -225,6 +229,59 @@ def test_a_key_echoed_in_batch_answers_and_failures_is_redacted(tmp_path, privat
     assert list((out / "batch").glob("results-*.jsonl"))  # the raw copies, redacted too
     secret_free(out, private_cache, secrets=(FAKE_KEY, FAKE_KEY[:8]))
     assert FAKE_KEY[:8] not in proc.stdout + proc.stderr
+
+
+def _thumbnails(out):
+    """thumbnails.jsonl by image id; every image once."""
+    rows = read_jsonl(out / "thumbnails.jsonl")
+    assert len(rows) == len({r["image_id"] for r in rows})
+    return {r["image_id"]: r["thumbnail"] for r in rows}
+
+
+def test_a_batch_run_makes_the_thumbnails_an_online_run_makes(tmp_path, monkeypatch):
+    from functools import partial
+
+    from harness.report import thumbnails
+    from harness.run import runner
+
+    limit = 40  # records in the browser: a strict subset of the sample's images is chosen
+    monkeypatch.setattr(runner, "ThumbnailRecorder",
+                        partial(thumbnails.ThumbnailRecorder, limit=limit))
+    batch, exported, online = tmp_path / "batch", tmp_path / "exported", tmp_path / "online"
+    with TestServer("random") as server:
+        base = ["--model", "openai/test-model", "--base-url", server.base_url, "--no-progress"]
+        ubench("run", *base, "--output", str(batch), "--batch", "--batch-poll", "0")
+        ubench("run", *base, "--output", str(exported), "--export-batch")
+        ubench("run", *base, "--output", str(online), "--no-cache")
+    counts: dict[str, int] = {}
+    for r in read_jsonl(online / "samples.jsonl"):
+        counts[r["image_id"]] = counts.get(r["image_id"], 0) + 1
+    chosen = thumbnails.browser_images(counts, limit)
+    assert 0 < len(chosen) < len(counts)
+    made = _thumbnails(online)
+    assert set(made) == chosen
+    assert _thumbnails(batch) == made and _thumbnails(exported) == made  # the same JPEGs
+    page = (batch / "report.html").read_text()
+    assert all(made[i] in page for i in chosen)  # the report shows them
+
+
+def test_batch_requests_are_the_bodies_an_online_run_posts(tmp_path):
+    # few-shot: the examples' images come from the feed's one encoding, as online
+    out, online = tmp_path / "batch", tmp_path / "online"
+    with TestServer("random") as server:
+        base = ["--model", "openai/test-model", "--base-url", server.base_url, "--no-progress",
+                "--prompt", "few-shot-3", "--limit", "12", "--max-image-side", "64"]
+        ubench("run", *base, "--output", str(out), "--export-batch")
+        server.stats.keep_bodies = True
+        ubench("run", *base, "--output", str(online), "--no-cache")
+        posted = sorted(json.dumps(b, sort_keys=True) for b in server.stats.bodies)
+    lines = [json.loads(line) for line in
+             (out / "batch" / "requests-001.jsonl").read_text().splitlines()]
+    assert len(lines) == 12
+    assert sorted(json.dumps(line["body"], sort_keys=True) for line in lines) == posted
+    assert all(len([p for m in line["body"]["messages"] for p in m["content"]
+                    if isinstance(p, dict) and p.get("type") == "image_url"]) == 4
+               for line in lines)  # three examples and the item's own image
 
 
 @pytest.mark.parametrize("model", ["azure/deployment", "gemini/gemini-2.0-flash",

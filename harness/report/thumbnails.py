@@ -154,6 +154,7 @@ class ThumbnailRecorder:
         line = {"image_id": image_id, "thumbnail": thumb}
         for writer in self.writers:
             writer.write(line)
+        self.have.add(image_id)  # offered again (a batch run's online fallback): made once
 
     def sync(self) -> None:
         """Flush every writer to disk (called where the run checkpoints)."""

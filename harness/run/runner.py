@@ -65,7 +65,7 @@ from harness.report.run_report import import_plotting_soon
 from harness.report.thumbnails import THUMBNAILS, ThumbnailRecorder
 from harness.run.cache import CachedAdapter, ResponseCache
 from harness.run.concurrency import AdaptiveConcurrency, ConcurrencyController
-from harness.run.feed import encoded_batches
+from harness.run.feed import Batch, Encoded, encoded_batches
 from harness.run.fewshot import (
     ExamplePool,
     ExamplePoolError,
@@ -375,9 +375,12 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
             variants = [Variant(t, stack.enter_context(SampleWriter(out / SAMPLES)), d, pool)
                         for t, out, d, pool in zip(templates, outs, done, pools)]
             stack.callback(thumbs.close)
-            if config.batch:
-                total.close()  # no progress bar to size: the batches report their own counts
-                await _batch(config, _examples(source, config), variants, batch_adapter)
+            if config.batch:  # the count first: it settles the thumbnails before any is made
+                try:
+                    await total
+                except Exception:  # counting is a nicety (as online); the run reports load errors
+                    pass
+                await _batch(config, _examples(source, config), variants, batch_adapter, thumbs)
             if config.batch and config.batch_online_fallback and not config.export_batch:
                 for variant in variants:  # what the batches could not answer, asked online
                     variant.done = {r["item_id"] for r in read_samples(variant.writer.path)
@@ -571,20 +574,8 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
         bar.set_postfix(acc=f"{progress.correct / scored:.3f}" if scored else "–",
                         retries=progress.retries, errors=progress.errors, refresh=False)
 
-    def todo(example: Example) -> list[tuple[Variant, Item]]:
-        return [(v, i) for v in variants for i in example.items if i.item_id not in v.done]
-
-    banked = shared_encodings([v.pool for v in variants])  # few-shot images already encoded
-
-    def encode(example: Example):
-        encoded = banked.get(example.image_id) or _encode(example, config)
-        if thumbs is not None:  # here, in the encode thread, from the bytes in hand
-            thumbs.offer(example.image_id, len(example.items),
-                         example.image_bytes if encoded[1] is None else None)
-        return encoded
-
     async def produce() -> None:
-        batches = encoded_batches(examples, todo, encode, batch_items=config.concurrency)
+        batches = _feed(config, examples, variants, thumbs)
         while not abort:
             batch = await asyncio.to_thread(next, batches, None)
             if batch is None:
@@ -637,20 +628,42 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
         raise RunAborted(abort[0])
 
 
-async def _batch(config: RunConfig, examples, variants: list[Variant], adapter) -> None:
-    """--batch: every request of the run through the Batch API (harness.run.batch)."""
+def _feed(config: RunConfig, examples, variants: list[Variant],
+          thumbs: ThumbnailRecorder | None) -> Iterator[Batch]:
+    """The run's one way from examples to encoded work: each image encoded once for every
+    variant's items still to do (a few-shot bank image is not encoded again), its thumbnail
+    offered from the bytes in hand, in batches of about `concurrency` items (harness.run.feed).
+    Online runs and batch runs both read their requests from it."""
+    def todo(example: Example) -> list[tuple[Variant, Item]]:
+        return [(v, i) for v in variants for i in example.items if i.item_id not in v.done]
+
+    banked = shared_encodings([v.pool for v in variants])  # few-shot images already encoded
+
+    def encode(example: Example) -> Encoded:
+        encoded = banked.get(example.image_id) or _encode(example, config)
+        if thumbs is not None:  # here, in the encode thread, from the bytes in hand
+            thumbs.offer(example.image_id, len(example.items),
+                         example.image_bytes if encoded[1] is None else None)
+        return encoded
+
+    return encoded_batches(examples, todo, encode, batch_items=config.concurrency)
+
+
+async def _batch(config: RunConfig, examples, variants: list[Variant], adapter,
+                 thumbs: ThumbnailRecorder) -> None:
+    """--batch: every request of the run through the Batch API (harness.run.batch), its requests
+    and thumbnails made by the same feed as an online run's."""
     from harness.run.batch import BatchError, BatchOptions, run_batches
 
     variant = variants[0]
 
     def requests():
-        for example in examples:
-            items = [i for i in example.items if i.item_id not in variant.done]
-            if items:
-                image, image_error = _encode(example, config)
-                for item in items:
+        for batch in _feed(config, examples, variants, thumbs):
+            for pending, image, image_error in batch:
+                for _, item in pending:
                     yield prepare_request(item, image, image_error, variant.template, config,
                                           variant.pool)
+        thumbs.sync()  # on disk before the requests count as prepared: a re-run makes none
 
     options = BatchOptions(poll_s=config.batch_poll_s, max_requests=config.batch_max_requests,
                            progress=config.progress)
