@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Iterator
+from typing import Any, Awaitable, BinaryIO, Callable, Iterable, Iterator
 
 import orjson
 
@@ -64,6 +64,53 @@ def request_line(custom_id: str, body: bytes) -> bytes:
     """One line of a batch input file; `body` is the exact JSON the online run would POST."""
     return (b'{"custom_id":' + orjson.dumps(custom_id) + b',"method":"POST","url":'
             + orjson.dumps(ENDPOINT) + b',"body":' + body + b"}\n")
+
+
+class RequestFiles:
+    """The request files of one round, written in order: a new file (and its entry in `files`)
+    when the next line would pass the per-batch limits, each file opened once."""
+
+    def __init__(self, folder: Path, options: BatchOptions, files: list[dict[str, Any]],
+                 round_: int):
+        self.folder, self.options, self.files, self.round = folder, options, files, round_
+        self.entry: dict[str, Any] | None = None
+        self._file: BinaryIO | None = None
+
+    def write(self, line: bytes) -> None:
+        """Append one request line, starting the next file at the limits."""
+        entry = self.entry
+        if entry is None or entry["requests"] >= self.options.max_requests \
+                or entry["bytes"] + len(line) > self.options.max_bytes:
+            entry = self._next()
+        assert self._file is not None  # opened by _next
+        self._file.write(line)
+        entry["requests"] += 1
+        entry["bytes"] += len(line)
+
+    def _next(self) -> dict[str, Any]:
+        self.close()
+        prefix = "requests" if self.round == 1 else f"requests-r{self.round}"
+        number = len([f for f in self.files if f["round"] == self.round]) + 1
+        name = f"{prefix}-{number:03d}.jsonl"
+        self._file = open(self.folder / name, "wb")  # a file an interrupted round left starts again
+        self.entry = {"name": name, "round": self.round, "requests": 0, "bytes": 0,
+                      "input_file_id": None, "batch_id": None, "status": "written",
+                      "request_counts": None, "output_file_id": None, "error_file_id": None,
+                      "collected": False, "failed_ids": []}
+        self.files.append(self.entry)
+        return self.entry
+
+    def close(self) -> None:
+        """Close the file being written."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "RequestFiles":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class BatchRun:
@@ -111,35 +158,17 @@ class BatchRun:
         for old in self.folder.glob("requests-*.jsonl"):
             old.unlink()
         files: list[dict[str, Any]] = []
-        current = None
-        with open(self.folder / PENDING, "wb") as pending:
+        with open(self.folder / PENDING, "wb") as pending, \
+                RequestFiles(self.folder, self.options, files, 1) as out:
             for record, request in requests:
                 if request is None:
                     writer.write(record)
                     continue
-                line = request_line(record["item_id"], body(request))
-                if current is None or current["requests"] >= self.options.max_requests or \
-                        current["bytes"] + len(line) > self.options.max_bytes:
-                    current = self._new_file(files, 1)
-                with open(self.folder / current["name"], "ab") as f:
-                    f.write(line)
-                current["requests"] += 1
-                current["bytes"] += len(line)
+                out.write(request_line(record["item_id"], body(request)))
                 pending.write(orjson.dumps(record) + b"\n")
         self.state = {"run_token": uuid.uuid4().hex, "created": time.time(), "prepared": True,
                       "files": files}
         self.save()
-
-    def _new_file(self, files: list[dict[str, Any]], round_: int) -> dict[str, Any]:
-        prefix = "requests" if round_ == 1 else f"requests-r{round_}"
-        name = f"{prefix}-{len([f for f in files if f['round'] == round_]) + 1:03d}.jsonl"
-        (self.folder / name).write_bytes(b"")  # a file an interrupted round left starts again
-        entry: dict[str, Any] = {"name": name, "round": round_, "requests": 0, "bytes": 0,
-                 "input_file_id": None, "batch_id": None, "status": "written",
-                 "request_counts": None, "output_file_id": None, "error_file_id": None,
-                 "collected": False, "failed_ids": []}
-        files.append(entry)
-        return entry
 
     # -- talking to the server ----------------------------------------------------------------
     async def _api(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
@@ -271,19 +300,12 @@ class BatchRun:
         retry = {i for e in self.state["files"] if e["round"] == round_ for i in e["failed_ids"]}
         if not retry:
             return False
-        current = None
-        for entry in [e for e in self.state["files"] if e["round"] == round_]:
-            with open(self.folder / entry["name"], "rb") as f:
-                for line in f:
-                    if orjson.loads(line)["custom_id"] not in retry:
-                        continue
-                    if current is None or current["requests"] >= self.options.max_requests or \
-                            current["bytes"] + len(line) > self.options.max_bytes:
-                        current = self._new_file(self.state["files"], round_ + 1)
-                    with open(self.folder / current["name"], "ab") as out:
-                        out.write(line)
-                    current["requests"] += 1
-                    current["bytes"] += len(line)
+        with RequestFiles(self.folder, self.options, self.state["files"], round_ + 1) as out:
+            for entry in [e for e in self.state["files"] if e["round"] == round_]:
+                with open(self.folder / entry["name"], "rb") as f:
+                    for line in f:
+                        if orjson.loads(line)["custom_id"] in retry:
+                            out.write(line)
         self.save()
         log.info("resubmitting %d failed requests as a new batch", len(retry))
         return True
