@@ -181,6 +181,28 @@ def test_exported_requests_import_their_results_in_any_order(tmp_path):
     assert len(answers) == len({r["item_id"] for r in answers}) == 5
 
 
+def test_imported_results_are_read_within_the_line_limit(tmp_path):
+    from harness.servers.testserver import completion, make_responder
+
+    out, requests = _export(tmp_path, "vllm/m")
+    respond = make_responder("random")
+    lines = [json.loads(line) for line in requests.read_text().splitlines()]
+    rows = [json.dumps({"id": str(i), "custom_id": line["custom_id"], "error": None,
+                        "response": {"status_code": 200, "body": completion(
+                            "m", respond(line["body"]), {"prompt_tokens": 7})}})
+            for i, line in enumerate(lines)]
+    huge = json.loads(rows[0])  # 10 MB: over 8 MB + 64 KiB, across several reads
+    huge["response"]["body"]["padding"] = "x" * 10_000_000
+    results = tmp_path / "results.jsonl"
+    results.write_text(json.dumps(huge) + "\n" + "\n".join(rows[1:]))  # no final newline
+    proc = ubench("import-batch", str(out), str(results))
+    assert "Imported 5 answers and 1 failed lines" in proc.stdout
+    failed = [r for r in read_jsonl(out / "samples.jsonl") if r["error"]]
+    assert [r["item_id"] for r in failed] == [lines[0]["custom_id"]]
+    assert "line 1 of" in failed[0]["error"]["message"]
+    assert "over the limit of a line" in failed[0]["error"]["message"]
+
+
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_vllm_run_batch_round_trip(tmp_path):
@@ -282,6 +304,67 @@ def test_batch_requests_are_the_bodies_an_online_run_posts(tmp_path):
     assert all(len([p for m in line["body"]["messages"] for p in m["content"]
                     if isinstance(p, dict) and p.get("type") == "image_url"]) == 4
                for line in lines)  # three examples and the item's own image
+
+
+def test_a_result_line_over_the_limit_fails_its_request_only(tmp_path):
+    out = tmp_path / "run"
+    with TestServer("random") as server:
+        server.batches.pad_first = 200_000  # each batch's first answer: far over the limit
+        proc = ubench("run", "--model", "openai/test-model", "--base-url", server.base_url,
+                      "--output", str(out), "--batch", "--batch-poll", "0", "--limit", "12",
+                      "--max-response-bytes", "50000", "--no-progress", check=False)
+    assert proc.returncode == 1, proc.stderr  # one item is an error, the run finished
+    records = read_jsonl(out / "samples.jsonl")
+    failed = [r for r in records if r["error"]]
+    assert len(records) == 12 and len(failed) == 1  # failed, resubmitted, failed again
+    assert "over the limit of a line (--max-response-bytes" in failed[0]["error"]["message"]
+    assert failed[0]["item_id"] in failed[0]["error"]["message"]
+    copies = list((out / "batch").glob("results-*-output.jsonl"))
+    assert copies and all(copy.stat().st_size < 50_000 for copy in copies)  # left out of the copy
+    assert "over the limit of a line" in (out / "run.log").read_text()
+
+
+def test_a_download_broken_off_is_retried_and_joins_each_answer_once(tmp_path):
+    out = tmp_path / "run"
+    with TestServer("random") as server:
+        server.batches.cut_downloads = 1  # the output file stops halfway the first time
+        ubench("run", "--model", "openai/test-model", "--base-url", server.base_url,
+               "--output", str(out), "--batch", "--batch-poll", "0", "--limit", "12",
+               "--no-progress")
+        assert server.batches.counts["downloads"] == 2 and server.batches.cut_downloads == 0
+    records = read_jsonl(out / "samples.jsonl")
+    assert len(records) == len({r["item_id"] for r in records}) == 12
+    assert all(not r["error"] for r in records)
+    copy = next((out / "batch").glob("results-*-output.jsonl"))
+    assert len(copy.read_text().splitlines()) == 12  # the copy was started over, not appended
+
+
+def test_a_results_file_longer_than_its_batch_stops_with_one_line(tmp_path):
+    out = tmp_path / "run"
+    args = ["run", "--model", "openai/test-model", "--output", str(out), "--batch",
+            "--batch-poll", "0", "--limit", "12", "--no-progress"]
+    with TestServer("random") as server:
+        server.batches.repeat_output = 3  # every line three times: 36 lines for 12 requests
+        proc = ubench(*args, "--base-url", server.base_url, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        error = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(error) == 1 and "output file" in error[0], proc.stderr
+        assert "more than 24 lines for its 12 request(s)" in error[0]
+        answered = read_jsonl(out / "samples.jsonl")
+        assert 0 < len(answered) < 12 and all(not r["error"] for r in answered)  # kept
+        server.batches.repeat_output = 1  # a re-run reads the same file again, and stops again
+        proc = ubench(*args, "--base-url", server.base_url, check=False)
+        assert proc.returncode == 1 and "more than 24 lines" in proc.stderr
+        assert server.batches.counts["creates"] == 1
+    assert len(read_jsonl(out / "samples.jsonl")) == len(answered)  # nothing twice
+    with TestServer("random") as server:  # one request, one line of 1 MB: over two lines' bytes
+        server.batches.pad_first = 1_000_000
+        proc = ubench("run", "--model", "openai/test-model", "--base-url", server.base_url,
+                      "--output", str(tmp_path / "one"), "--batch", "--batch-poll", "0",
+                      "--limit", "1", "--max-response-bytes", "50000", "--no-progress",
+                      check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "over 231074 bytes, more than its 1 request(s) can take" in proc.stderr
 
 
 @pytest.mark.parametrize("model", ["azure/deployment", "gemini/gemini-2.0-flash",

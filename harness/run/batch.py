@@ -7,7 +7,9 @@ The run folder's `batch/` holds everything, written before the step that depends
   state.json           per file: its input file id, batch id, status and counts, saved the moment
                        each exists; a re-run reads it and never uploads or submits a file twice
   results-*.jsonl      the output and error files as the server sent them (raw, but for an echoed
-                       API key: answers and copies are redacted as online answers are)
+                       API key: answers and copies are redacted as online answers are), streamed:
+                       a line is at most --max-response-bytes plus its envelope, a file at most
+                       two such lines per request of its batch (ResultLines)
 A batch created but not yet saved (the process killed in between) is found again by its metadata
 (`ubench_run`, `ubench_file`) in the server's batch list. Results are joined on custom_id (the
 server's order is not the input order) into the same samples.jsonl records as an online run.
@@ -19,18 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, BinaryIO, Callable, Iterable, Iterator
+from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable, Iterable, Iterator
 
 import orjson
 
 from harness.adapters import AdapterError, ChatRequest
 from harness.adapters.openai_compat import chat_response
+from harness.adapters.reply import MAX_RESPONSE_BYTES
 from harness.report.results import SampleWriter, read_json, read_samples, write_json
 from harness.run.records import answered
 from harness.run.retry import RetryPolicy
@@ -43,6 +47,13 @@ MAX_REQUESTS = 50_000
 MAX_BYTES = 200 * 1000 * 1000
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 ROUNDS = 2  # the first submission and one resubmission of what failed
+RESULT_LINE_ENVELOPE = 64 * 1024  # a result line's fields around the reply body (ids, status)
+DOWNLOAD_CHUNK = 1 << 20
+# A results file has a line per request; as many again (a retried request's failed attempt, a
+# stray line) is tolerated, more is not a results file of this batch.
+LINES_PER_REQUEST = 2
+_HEAD = 4096  # of a line over the limit, the bytes kept to name its request
+_CUSTOM_ID = re.compile(rb'"custom_id"\s*:\s*("(?:[^"\\]|\\.){1,1024}")')
 
 log = logging.getLogger("ubench")
 
@@ -57,7 +68,13 @@ class BatchOptions:
     poll_s: float = 30.0
     max_requests: int = MAX_REQUESTS
     max_bytes: int = MAX_BYTES
+    max_response_bytes: int = MAX_RESPONSE_BYTES  # per reply, as online (--max-response-bytes)
     progress: bool = True
+
+    @property
+    def max_line_bytes(self) -> int:
+        """The longest result line read: one reply body and the fields around it."""
+        return self.max_response_bytes + RESULT_LINE_ENVELOPE
 
 
 def request_line(custom_id: str, body: bytes) -> bytes:
@@ -266,29 +283,65 @@ class BatchRun:
                       writer: SampleWriter, done: set[str]) -> None:
         """Join a finished batch's output and error lines to their pending records by custom_id."""
         sent = set(_custom_ids(self.folder / entry["name"]))
-        answered_ids: set[str] = set()
-        failures: dict[str, str] = {}
+        joiner = ResultJoiner(sent, pending, writer, done, entry["batch_id"], entry["round"],
+                              self.redact)
         for key in ("output_file_id", "error_file_id"):
-            file_id = entry[key]
-            if not file_id:
-                continue
-            content = await self._api(f"downloading {file_id}",
-                                      lambda: self.client.files.content(file_id))
-            raw = content.content
-            text = raw.decode("utf-8", "replace")
-            clean = self.redact(text)
-            copy = raw if clean == text else clean.encode("utf-8")
-            (self.folder / f"results-{entry['batch_id']}-{key[:-8]}.jsonl").write_bytes(copy)
-            join_results(raw.splitlines(), file_id, sent, pending, writer, done | answered_ids,
-                         entry["batch_id"], entry["round"], answered_ids, failures, self.redact)
-        for custom_id in sent - answered_ids - set(failures) - done:
+            if entry[key]:
+                await self._download(entry, key, joiner)
+        failures = joiner.failures
+        for custom_id in sent - joiner.answered - set(failures) - done:
             failures[custom_id] = f"batch {entry['batch_id']} {entry['status']} without answering it"
-        failed = sorted(failures.keys() - answered_ids - done)
+        failed = sorted(failures.keys() - joiner.answered - done)
         if entry["round"] >= ROUNDS:  # no more resubmissions: the failure is the record
             write_failures(failed, failures, pending, writer, entry["batch_id"], entry["round"])
         writer.sync()
         entry.update(collected=True, failed_ids=failed)
         self.save()
+
+    async def _download(self, entry: dict[str, Any], key: str, joiner: "ResultJoiner") -> None:
+        """Stream one results file into its copy in batch/ and the joiner, a line at a time,
+        within the bounds of ResultLines (a retry starts the file over; joining is idempotent)."""
+        file_id, kind = entry[key], key.removesuffix("_file_id")
+        copy_path = self.folder / f"results-{entry['batch_id']}-{kind}.jsonl"
+        name = f"batch {entry['batch_id']}'s {kind} file {file_id}"
+
+        async def stream() -> None:
+            lines = ResultLines(name, entry["requests"], self.options.max_line_bytes)
+            async with self.client.files.with_streaming_response.content(file_id) as response:
+                with open(copy_path, "wb") as copy:
+                    async for chunk in self._chunks(response, f"downloading {file_id}"):
+                        for n, line in lines.feed(chunk):
+                            self._keep(copy, line)
+                            joiner.add(line, n, file_id)
+                    for n, line in lines.finish():
+                        self._keep(copy, line)
+                        joiner.add(line, n, file_id)
+
+        await self._api(f"downloading {file_id}", stream)
+
+    async def _chunks(self, response: Any, what: str) -> AsyncIterator[bytes]:
+        """The body's chunks; the SDK's HTTP library (httpx, or its successor) raises its own
+        transport errors while a body streams, unwrapped: they become retryable failures."""
+        chunks = response.iter_bytes(DOWNLOAD_CHUNK).__aiter__()
+        while True:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                return
+            except Exception as exc:  # only the network read is inside this try
+                raise AdapterError("connection", self.redact(f"{what}: the download broke off "
+                                                             f"({type(exc).__name__}: {exc})"),
+                                   retryable=True) from None
+            yield chunk
+
+    def _keep(self, copy: BinaryIO, line: "bytes | OversizedLine") -> None:
+        """A line's copy in batch/, redacted of an echoed key (a line over the limit is left
+        out: its request's failure says why)."""
+        if isinstance(line, OversizedLine):
+            return
+        text = line.decode("utf-8", "replace")
+        clean = self.redact(text)
+        copy.write((line if clean == text else clean.encode("utf-8")) + b"\n")
 
     def resubmission(self, round_: int) -> bool:
         """Whether there is a round `round_ + 1`: its files hold the lines round `round_` did not
@@ -311,31 +364,122 @@ class BatchRun:
         return True
 
 
-def join_results(lines: Iterable[bytes], name: str, sent: set[str], pending: Mapping[str, dict[str, Any]],
+@dataclass(frozen=True)
+class OversizedLine:
+    """A result line longer than the limit, dropped as it streamed; `head` is its first bytes."""
+    head: bytes
+
+    def custom_id(self) -> str | None:
+        """The custom_id the line opens with, if it does (OpenAI's and vLLM's lines do)."""
+        found = _CUSTOM_ID.search(self.head)
+        try:
+            value = orjson.loads(found.group(1)) if found else None
+        except orjson.JSONDecodeError:
+            return None
+        return value if isinstance(value, str) else None
+
+
+class ResultLines:
+    """A results file split into lines as its bytes arrive, bounded by what the batch can answer:
+    a line longer than `line_cap` is not held (it comes out as an OversizedLine, a failure of its
+    request), and a file with more than LINES_PER_REQUEST lines per request, or more bytes than
+    that many lines of `line_cap`, stops with a BatchError naming it: neither memory, nor disk,
+    nor the time spent reading grows past what the batch's requests can need."""
+
+    def __init__(self, name: str, requests: int, line_cap: int):
+        self.name, self.requests, self.line_cap = name, requests, line_cap
+        self.max_lines = LINES_PER_REQUEST * requests
+        self.max_bytes = self.max_lines * (line_cap + 1)
+        self._line = bytearray()
+        self._head: bytes | None = None  # set while the current line is over the cap
+        self._lines = 0
+        self._bytes = 0
+
+    def feed(self, chunk: bytes) -> Iterator[tuple[int, "bytes | OversizedLine"]]:
+        """The lines `chunk` completes, numbered from 1."""
+        self._bytes += len(chunk)
+        if self._bytes > self.max_bytes:
+            raise BatchError(f"{self.name}: over {self.max_bytes} bytes, more than its "
+                             f"{self.requests} request(s) can take ({LINES_PER_REQUEST} lines "
+                             f"each, at most {self.line_cap} bytes a line: --max-response-bytes "
+                             "and the line's fields); nothing more is read from it. What was "
+                             "joined before is saved.")
+        start = 0
+        while True:
+            newline = chunk.find(b"\n", start)
+            self._add(chunk[start:] if newline < 0 else chunk[start:newline])
+            if newline < 0:
+                return
+            yield self._end()
+            start = newline + 1
+
+    def finish(self) -> Iterator[tuple[int, "bytes | OversizedLine"]]:
+        """The last line, when the file does not end with a newline."""
+        if self._line or self._head is not None:
+            yield self._end()
+
+    def _add(self, piece: bytes) -> None:
+        if self._head is not None:
+            return  # the rest of a line over the cap: dropped as it comes
+        self._line += piece
+        if len(self._line) > self.line_cap:
+            self._head = bytes(self._line[:_HEAD])
+            self._line = bytearray()
+
+    def _end(self) -> tuple[int, "bytes | OversizedLine"]:
+        self._lines += 1
+        if self._lines > self.max_lines:
+            raise BatchError(f"{self.name}: more than {self.max_lines} lines for its "
+                             f"{self.requests} request(s); nothing more is read from it. What "
+                             "was joined before is saved.")
+        line: bytes | OversizedLine
+        if self._head is not None:
+            line, self._head = OversizedLine(self._head), None
+        else:
+            line, self._line = bytes(self._line), bytearray()
+        return self._lines, line
+
+
+class ResultJoiner:
+    """Joins results lines (`{custom_id, response, error}`, in any order) to their pending
+    records by custom_id: a record for each answered line, a reason in `failures` for each failed
+    one. Ids in `done`, or answered already, are skipped, so joining a file again adds nothing.
+    Answers and failures pass through `redact` (the adapter's, as online answers do)."""
+
+    def __init__(self, sent: set[str], pending: Mapping[str, dict[str, Any]],
                  writer: SampleWriter, done: set[str], batch_id: str, attempts: int,
-                 answered_ids: set[str], failures: dict[str, str],
-                 redact: Callable[[str], str] = lambda s: s) -> None:
-    """Write a record for each answered line of a results file (`{custom_id, response, error}`
-    lines, in any order); note failed lines in `failures`. Ids in `done` are skipped. Answers and
-    failures pass through `redact` (the adapter's, as online answers do)."""
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        custom_id, outcome = _read_result(line, n, name, redact)
-        if custom_id not in sent:
+                 redact: Callable[[str], str] = lambda s: s):
+        self.sent, self.pending, self.writer, self.done = sent, pending, writer, done
+        self.batch_id, self.attempts, self.redact = batch_id, attempts, redact
+        self.answered: set[str] = set()
+        self.failures: dict[str, str] = {}
+
+    def add(self, line: "bytes | OversizedLine", n: int, name: str) -> None:
+        """Join line `n` of results file `name`."""
+        if isinstance(line, OversizedLine):
+            custom_id: str | None = line.custom_id()
+            outcome: Any = (f"result line {n} of {name} is over the limit of a line "
+                            "(--max-response-bytes and the line's fields); not read")
+            log.warning("%s line %d: over the limit of a line; dropped unread (its request: "
+                        "%s)", name, n, custom_id or "not named")
+        elif not line.strip():
+            return
+        else:
+            custom_id, outcome = _read_result(line, n, name, self.redact)
+        if custom_id not in self.sent:
             log.warning("%s line %d: custom_id %r is not a request of this run; ignored", name,
                         n, custom_id)
-            continue
+            return
         if isinstance(outcome, str):
-            failures[custom_id] = outcome
-            continue
-        if custom_id in done or custom_id in answered_ids:
-            continue
-        outcome.attempts = attempts
-        record = answered(dict(pending[custom_id]), outcome)
-        record["batch_id"] = batch_id
-        writer.write(record)
-        answered_ids.add(custom_id)
+            self.failures[custom_id] = outcome
+            return
+        if custom_id in self.done or custom_id in self.answered:
+            return
+        outcome.attempts = self.attempts
+        record = answered(dict(self.pending[custom_id]), outcome)
+        record["batch_id"] = self.batch_id
+        self.writer.write(record)
+        self.answered.add(custom_id)
 
 
 def write_failures(failed: Iterable[str], failures: dict[str, str],

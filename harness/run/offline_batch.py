@@ -15,12 +15,14 @@ from typing import Any
 from harness.report.results import SAMPLES, SampleWriter
 from harness.run.batch import (
     BATCH_DIR,
+    DOWNLOAD_CHUNK,
     STATE_JSON,
     BatchError,
     BatchOptions,
     BatchRun,
+    ResultJoiner,
+    ResultLines,
     answered_ids,
-    join_results,
     pending_records,
     write_failures,
 )
@@ -46,19 +48,30 @@ def import_results(out: Path, paths: list[Path]) -> dict[str, Any]:
     pending = pending_records(out)
     sent = set(pending)
     done = answered_ids(out / SAMPLES)
-    answered: set[str] = set()
-    failures: dict[str, str] = {}
-    with SampleWriter(out / SAMPLES) as writer:
-        for path in paths:
-            try:
-                with open(path, "rb") as f:
-                    join_results(f, str(path), sent, pending, writer, done, path.name, 1,
-                                 answered, failures)
-            except OSError as exc:
-                raise BatchError(f"{path}: cannot read the results file ({exc.strerror})") from None
-        failed = sorted(failures.keys() - answered - done)
-        write_failures(failed, failures, pending, writer, "import", 1)
-    pending.close()
-    missing = len(sent - answered - done - set(failed))
-    return {"answered": len(answered), "failed": len(failed), "missing": missing,
+    try:
+        with SampleWriter(out / SAMPLES) as writer:
+            joiner = ResultJoiner(sent, pending, writer, done, "", 1)
+            for path in paths:
+                joiner.batch_id = path.name
+                _join_file(joiner, path, len(sent), run.options.max_line_bytes)
+            failed = sorted(joiner.failures.keys() - joiner.answered - done)
+            write_failures(failed, joiner.failures, pending, writer, "import", 1)
+    finally:
+        pending.close()
+    missing = len(sent - joiner.answered - done - set(failed))
+    return {"answered": len(joiner.answered), "failed": len(failed), "missing": missing,
             "already_done": len(done & sent)}
+
+
+def _join_file(joiner: ResultJoiner, path: Path, requests: int, line_cap: int) -> None:
+    """One results file, read a chunk at a time within the bounds a downloaded one has."""
+    lines = ResultLines(str(path), requests, line_cap)
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(DOWNLOAD_CHUNK), b""):
+                for n, line in lines.feed(chunk):
+                    joiner.add(line, n, str(path))
+            for n, line in lines.finish():
+                joiner.add(line, n, str(path))
+    except OSError as exc:
+        raise BatchError(f"{path}: cannot read the results file ({exc.strerror})") from None

@@ -666,6 +666,7 @@ async def _batch(config: RunConfig, examples, variants: list[Variant], adapter,
         thumbs.sync()  # on disk before the requests count as prepared: a re-run makes none
 
     options = BatchOptions(poll_s=config.batch_poll_s, max_requests=config.batch_max_requests,
+                           max_response_bytes=config.max_response_bytes,
                            progress=config.progress)
     try:
         files = await run_batches(variant.writer.path.parent, adapter.files_client(), options,

@@ -8,7 +8,11 @@ by polling, never by sleeping. Knobs: every `error_every`-th line fails (into th
 the first time a custom_id is seen, so a resubmission succeeds), and
 the first `expire_first` batches expire with only their first half answered; with `key_echo`,
 answers and failure messages quote the API key the batch was created with (as the online hostile
-mode does). Output lines come in reverse input order: clients must join on custom_id.
+mode does). Hostile output files: `pad_first` pads the first answer of every batch with that many
+bytes (a line over the client's limit), `repeat_output` sends every output line that many times
+(a file longer than the batch can answer), `cut_downloads` closes the connection halfway through
+that many downloads of a result file. Output lines come in reverse input order: clients must
+join on custom_id.
 """
 from __future__ import annotations
 
@@ -35,6 +39,9 @@ class BatchService:
     error_repeat: bool = False  # a line drawn to fail fails in every batch, not only the first
     expire_first: int = 0
     key_echo: bool = False  # answers and failures quote the key the batch was created with
+    pad_first: int = 0  # bytes of padding in each batch's first answer (a huge line)
+    repeat_output: int = 1  # times each output line is sent (a file past its requests)
+    cut_downloads: int = 0  # result-file downloads broken off halfway (then whole again)
     files: dict[str, dict[str, Any]] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     counts: Counter = field(default_factory=Counter)  # uploads, creates, retrieves, lists
@@ -67,11 +74,21 @@ class BatchService:
         self.counts["uploads"] += 1
         return web.json_response({k: v for k, v in self.files[file_id].items() if k != "data"})
 
-    async def content(self, request: web.Request) -> web.Response:
+    async def content(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/files/{id}/content: an input or output file."""
         entry = self.files.get(request.match_info["file_id"])
         if entry is None:
             return _error(404, "no such file")
+        self.counts["downloads"] += 1
+        if entry.get("results") and self.cut_downloads > 0:
+            self.cut_downloads -= 1
+            data = entry["data"]
+            response = web.StreamResponse(headers={"Content-Length": str(len(data))})
+            await response.prepare(request)
+            await response.write(data[: len(data) // 2])
+            assert request.transport is not None
+            request.transport.close()  # the client reads a body that stops short
+            return response
         return web.Response(body=entry["data"], content_type="application/octet-stream")
 
     async def create(self, request: web.Request) -> web.Response:
@@ -140,15 +157,18 @@ class BatchService:
                 body = self.answer(line["body"])
                 if echo:
                     body["choices"][0]["message"]["content"] += echo
+                if self.pad_first and i == 1:
+                    body["padding"] = "x" * self.pad_first
                 done.append({"id": f"batch_req_{i}", "custom_id": line["custom_id"],
                              "response": {"status_code": 200, "request_id": f"req_{i}",
                                           "body": body},
                              "error": None})
+        done = [row for row in done for _ in range(self.repeat_output)]
         for key, rows in (("output_file_id", done[::-1]), ("error_file_id", failed[::-1])):
             if rows:
                 file_id = self._id("file")
                 data = b"".join(orjson.dumps(r) + b"\n" for r in rows)
-                self.files[file_id] = {"id": file_id, "data": data}
+                self.files[file_id] = {"id": file_id, "data": data, "results": True}
                 batch[key] = file_id
         batch["request_counts"].update(completed=len(done), failed=len(failed))
         batch["status"] = "expired" if batch["expire"] else "completed"
