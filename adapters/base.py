@@ -82,14 +82,6 @@ class AdapterError(Exception):
         self.fatal = fatal  # no point going on with the run (a rejected key, nothing listening)
         self.attempts = 1
 
-    def as_record(self) -> dict[str, Any]:
-        """The error as a samples.jsonl record stores it (the raw reply kept, no secret)."""
-        record = {"type": self.kind, "status": self.status, "message": self.message,
-                  "attempts": self.attempts}
-        if self.reason:
-            record["reason"] = self.reason
-        return record
-
 
 class Adapter(ABC):
     """A model backend: `complete` one request, `describe` itself for the manifest (no secrets)."""

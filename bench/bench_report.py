@@ -45,7 +45,8 @@ def main() -> None:
         records = synthetic_run()
         with SampleWriter(big / SAMPLES) as writer:
             for r in records:
-                writer.write({**r, "response": r["extracted"], "prompt": None})
+                r.response = r.extracted
+                writer.append(r)
         manifest = json.loads((sample / MANIFEST).read_text())
         write_json(big / MANIFEST, manifest)
         start = time.perf_counter()

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from harness.report.schema import SampleRecord
 from harness.score.scoring import summarize
 from harness.score.stats import cluster_bootstrap, paired_test
 
@@ -16,7 +17,7 @@ N_IMAGES = 17_315
 QTYPES = ("classification", "domain", "subdomain", "modality", "submodality", "stain")
 
 
-def synthetic_run(seed: int = 0) -> list[dict]:
+def synthetic_run(seed: int = 0) -> list[SampleRecord]:
     """Records shaped like a full run: 5-6 questions per image, 22 datasets, ~60% correct."""
     rng = np.random.default_rng(seed)
     records = []
@@ -24,11 +25,11 @@ def synthetic_run(seed: int = 0) -> list[dict]:
         ds = f"dataset_{i % 22:02d}"
         for qt in QTYPES[: 5 + (i % 2)]:
             correct = bool(rng.random() < 0.6)
-            records.append({"item_id": f"{i}:{qt}", "image_id": f"img-{i:06d}", "dataset": ds,
-                            "question_type": qt, "options": {"A": "", "B": "", "C": "", "D": ""},
-                            "gold": "A", "extracted": "A" if correct else "B",
-                            "rule": "lone_letter", "correct": correct,
-                            "correct_official": correct, "error": None})
+            records.append(SampleRecord(
+                item_id=f"{i}:{qt}", image_id=f"img-{i:06d}", dataset=ds, question_type=qt,
+                options={"A": "", "B": "", "C": "", "D": ""}, gold="A",
+                extracted="A" if correct else "B", rule="lone_letter", correct=correct,
+                correct_official=correct))
     return records
 
 
@@ -41,8 +42,8 @@ def timed(label: str, fn, budget_s: float = 1.0) -> None:
 
 def main() -> None:
     records = synthetic_run()
-    correct = np.array([r["correct"] for r in records], dtype=float)
-    images = np.array([r["image_id"] for r in records])
+    correct = np.array([r.correct for r in records], dtype=float)
+    images = np.array([r.image_id for r in records])
     other = np.random.default_rng(1).random(correct.size) < 0.62
     print(f"{len(records):,} items on {N_IMAGES:,} images")
     timed("cluster bootstrap, 1,000 resamples", lambda: cluster_bootstrap(correct, images))

@@ -354,18 +354,17 @@ def _dry_run(config, prompts: list[str]) -> None:
 def score_cmd(run_dir: Path) -> None:
     """Recompute the summaries and the report of RUN_DIR from samples.jsonl alone."""
     from harness.report.finalize import finalize
-    from harness.report.results import MANIFEST, SAMPLES, SamplesError, check_samples, read_json
+    from harness.report.results import MANIFEST, SAMPLES, read_json
+    from harness.report.schema import SamplesError
     from harness.report.tables import summary_markdown
 
     if not (run_dir / SAMPLES).exists():
         raise Failure(f"{run_dir}: no {SAMPLES} to score", exit_codes.USAGE)
-    try:
-        check_samples(run_dir / SAMPLES)
-    except SamplesError as exc:
-        raise Failure(str(exc), exit_codes.USAGE) from None
     with _locked(run_dir):
         try:
-            summary = finalize(run_dir)
+            summary = finalize(run_dir)  # a bad line is found before anything is written
+        except SamplesError as exc:
+            raise Failure(str(exc), exit_codes.USAGE) from None
         except OSError as exc:
             raise Failure(_os_error(exc)) from None
     manifest = read_json(run_dir / MANIFEST) if (run_dir / MANIFEST).exists() else None
@@ -380,6 +379,7 @@ def import_batch_cmd(run_dir: Path, results: tuple[Path, ...]) -> None:
     """Join batch results files (e.g. from vLLM's run_batch) into RUN_DIR by custom_id, then score."""
     from harness.report.finalize import finalize
     from harness.report.results import MANIFEST, read_json
+    from harness.report.schema import SamplesError
     from harness.report.tables import summary_markdown
     from harness.run.batch import BatchError
     from harness.run.offline_batch import import_results
@@ -387,9 +387,9 @@ def import_batch_cmd(run_dir: Path, results: tuple[Path, ...]) -> None:
     with _locked(run_dir):
         try:
             counts = import_results(run_dir, list(results))
-        except BatchError as exc:
+            summary = finalize(run_dir)
+        except (BatchError, SamplesError) as exc:
             raise Failure(str(exc), exit_codes.USAGE) from None
-        summary = finalize(run_dir)
     click.echo(summary_markdown(summary, read_json(run_dir / MANIFEST)))
     click.echo(f"Imported {counts['answered']} answers and {counts['failed']} failed lines into "
                f"{run_dir}/ ({counts['missing']} requests have no result yet)")
@@ -437,6 +437,7 @@ def extract_cmd(source: Path, target: Path, judge: str | None, judge_base_url: s
     the judge. Malformed lines get an 'error' in the output and the run goes on.
     """
     from harness.option_rules import EXTRACT_RULES
+    from harness.report.schema import NewerSchemaError
     from harness.score.extract import ExtractError, extract_file, summary_text
     from harness.score.judge import build_judge
 
@@ -452,6 +453,8 @@ def extract_cmd(source: Path, target: Path, judge: str | None, judge_base_url: s
         stats = extract_file(source, target, judged)
     except ExtractError as exc:
         raise click.ClickException(str(exc)) from None
+    except NewerSchemaError as exc:  # a samples.jsonl of a newer harness: nothing written
+        raise Failure(str(exc), exit_codes.USAGE) from None
     click.echo(summary_text(stats, target))
 @main.command("report")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -466,6 +469,7 @@ def report_cmd(run_dir: Path, max_samples: int, no_thumbnails: bool) -> None:
 
     from harness.report.results import SAMPLES, SUMMARY_JSON
     from harness.report.run_report import write_report
+    from harness.report.schema import SamplesError
 
     if not (run_dir / SAMPLES).exists():
         raise Failure(f"{run_dir}: no {SAMPLES} to report on", exit_codes.USAGE)
@@ -477,6 +481,8 @@ def report_cmd(run_dir: Path, max_samples: int, no_thumbnails: bool) -> None:
         try:
             path = write_report(run_dir, max_samples=max_samples,
                                 with_thumbnails=not no_thumbnails)
+        except SamplesError as exc:
+            raise Failure(str(exc), exit_codes.USAGE) from None
         except OSError as exc:
             raise Failure(_os_error(exc)) from None
     click.echo(f"Report written to {path} ({time.perf_counter() - start:.1f} s)")
@@ -497,11 +503,14 @@ def compare_cmd(run_dirs: tuple[Path, ...], output: Path | None, scorer: str, al
     import os
 
     from harness.report.compare import CompareError, compare, compare_markdown, write_comparison
+    from harness.report.schema import NewerSchemaError
 
     try:
         result = compare(list(run_dirs), scorer=scorer, allow_mixed=allow_mixed, seed=seed)
     except CompareError as exc:
         raise click.ClickException(str(exc)) from None
+    except NewerSchemaError as exc:
+        raise Failure(str(exc), exit_codes.USAGE) from None
     output = output or Path(os.path.commonpath([p.resolve() for p in run_dirs]))
     paths = write_comparison(result, output)
     click.echo(compare_markdown(result))
@@ -547,6 +556,7 @@ def study_cmd(study_file: Path, output: Path | None, dry_run: bool, force: bool)
     could be answered.
     """
     from harness.report.compare import CompareError
+    from harness.report.schema import SamplesError
     from harness.report.study import STUDY_HTML, STUDY_MD, write_study
     from harness.run.runner import RunError
     from harness.run.study import cells, run_study
@@ -574,7 +584,7 @@ def study_cmd(study_file: Path, output: Path | None, dry_run: bool, force: bool)
                              seed=study.seeds[0])
     except RunError as exc:
         raise Failure(str(exc), exc.exit_code) from None
-    except StudyFileError as exc:
+    except (StudyFileError, SamplesError) as exc:
         raise Failure(str(exc), exit_codes.USAGE) from None
     except (DatasetLoadError, CompareError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None

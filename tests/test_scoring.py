@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.report.schema import ErrorInfo, SampleRecord
 from harness.score.scoring import official_correct, summarize
 from harness.score.stats import item_bootstrap
 
@@ -25,10 +26,11 @@ def test_official_check_prediction(response, expected):
 
 
 def rec(qt, ds, image, correct, official=None, rule="lone_letter", error=None, n_options=4):
-    return {"item_id": f"{image}:{qt}", "question_type": qt, "dataset": ds, "image_id": image,
-            "correct": correct, "correct_official": correct if official is None else official,
-            "rule": rule, "error": error,
-            "options": {chr(65 + i): str(i) for i in range(n_options)}}
+    return SampleRecord(item_id=f"{image}:{qt}", question_type=qt, dataset=ds, image_id=image,
+                        correct=correct,
+                        correct_official=correct if official is None else official,
+                        rule=rule, error=error,
+                        options={chr(65 + i): str(i) for i in range(n_options)})
 
 
 def test_summary_pools_the_papers_groups():
@@ -41,7 +43,7 @@ def test_summary_pools_the_papers_groups():
         rec("classification", "eulenberg_et_al_2017_darkfield", "i6", True, n_options=6),
         rec("classification", "empiar_sbfsem", "i3", False, n_options=6),
         rec("classification", "empiar_sbfsem", "i7", None,
-            error={"type": "server", "message": "HTTP 500", "attempts": 6}),
+            error=ErrorInfo("server", "HTTP 500", attempts=6)),
     ]
     s = summarize(records)
     assert summarize(records[::-1]) == s  # the order records arrive in changes nothing

@@ -6,6 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
+from harness.report.schema import SampleRecord
 from harness.score.scoring import summarize
 from harness.score.stats import cluster_bootstrap, holm, item_bootstrap, paired_test
 
@@ -96,10 +97,11 @@ def test_holm_by_hand():
 
 
 def _record(item, image, correct, n_options=3, rotation=None, gold="A", extracted="A"):
-    return {"item_id": item, "image_id": image, "dataset": "kather_et_al_2016",
-            "question_type": "domain", "options": {"ABCDEFGH"[i]: str(i) for i in range(n_options)},
-            "gold": gold, "extracted": extracted, "rule": "lone_letter", "correct": correct,
-            "correct_official": correct, "error": None, "rotation": rotation}
+    return SampleRecord(item_id=item, image_id=image, dataset="kather_et_al_2016",
+                        question_type="domain",
+                        options={"ABCDEFGH"[i]: str(i) for i in range(n_options)},
+                        gold=gold, extracted=extracted, rule="lone_letter", correct=correct,
+                        correct_official=correct, rotation=rotation)
 
 
 def test_summary_reports_both_cis_and_chance_for_the_item_mix():

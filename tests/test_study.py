@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.report.schema import SampleRecord
 from harness.report.study import write_study
 from harness.score.scoring import summarize
 from harness.score.stats import kendall_tau, spread_bootstrap
@@ -102,12 +103,13 @@ def _hand_made_run(folder: Path, model: str, template: str, accuracy: float) -> 
     """A run folder of 10 coarse questions, one per image, the first 10·accuracy right."""
     folder.mkdir(parents=True)
     right = round(10 * accuracy)
-    records = [{"item_id": f"img{i}:domain", "image_id": f"img{i}", "dataset": "kather_et_al_2016",
-                "question_type": "domain", "options": {"A": "x", "B": "y"}, "gold": "A",
-                "extracted": "A" if i < right else "B", "rule": "lone_letter",
-                "correct": i < right, "correct_official": i < right, "error": None,
-                "rotation": None} for i in range(10)]
-    (folder / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    records = [SampleRecord(item_id=f"img{i}:domain", image_id=f"img{i}",
+                            dataset="kather_et_al_2016", question_type="domain",
+                            options={"A": "x", "B": "y"}, gold="A",
+                            extracted="A" if i < right else "B", rule="lone_letter",
+                            correct=i < right, correct_official=i < right) for i in range(10)]
+    (folder / "samples.jsonl").write_text("".join(json.dumps(r.to_json()) + "\n"
+                                                  for r in records))
     (folder / "manifest.json").write_text(json.dumps({
         "model": {"spec": model}, "template": {"name": template}, "seed": 0,
         "dataset": {"revision": "hand"}, "options_order": None}))

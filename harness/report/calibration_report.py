@@ -6,6 +6,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from harness.report.schema import SampleRecord, Summary
 from harness.score.calibration import COVERAGES, ItemArrays, has_letter_probs, risk_coverage
 
 # (key in a calibration group, label, format): percentages for probabilities and accuracies.
@@ -27,7 +28,7 @@ def _value(stat: dict[str, Any] | None, kind: str, ci: bool = True) -> str:
     return text
 
 
-def answer_mode_text(summary: dict[str, Any]) -> list[str]:
+def answer_mode_text(summary: Summary) -> list[str]:
     """Sentences on how the answer mode held up (constraint violations, missing probabilities)."""
     modes = summary.get("answer_mode")
     if not modes:
@@ -49,7 +50,7 @@ def answer_mode_text(summary: dict[str, Any]) -> list[str]:
     return out
 
 
-def calibration_markdown(summary: dict[str, Any]) -> list[str]:
+def calibration_markdown(summary: Summary) -> list[str]:
     """summary.md lines: the answer mode, and the calibration table when there is one."""
     lines = [" ".join(answer_mode_text(summary)), ""] if summary.get("answer_mode") else []
     calibration = summary.get("calibration")
@@ -67,7 +68,7 @@ def calibration_markdown(summary: dict[str, Any]) -> list[str]:
     return lines + [""]
 
 
-def calibration_html(summary: dict[str, Any], table) -> str:
+def calibration_html(summary: Summary, table) -> str:
     """The report's section (empty without an answer mode); `table` is the report's helper."""
     if not summary.get("answer_mode"):
         return ""
@@ -85,11 +86,11 @@ def calibration_html(summary: dict[str, Any], table) -> str:
     return f"<section id=\"calibration\"><h2>Answer mode and calibration</h2>{body}</section>"
 
 
-def write_calibration_plots(Figure, summary: dict[str, Any], records: list[dict[str, Any]],
+def write_calibration_plots(Figure, summary: Summary, records: list[SampleRecord],
                             folder: Path) -> dict[str, Path]:
     """plots/reliability.png and plots/risk_coverage.png, when the run has letter probabilities."""
     calibration = summary.get("calibration")
-    items = sorted((r for r in records if has_letter_probs(r)), key=lambda r: r["item_id"])
+    items = sorted((r for r in records if has_letter_probs(r)), key=lambda r: r.item_id)
     if not calibration or not items:
         return {}
     plots = {"Reliability diagram": folder / "reliability.png",

@@ -22,13 +22,13 @@ from harness.report.compare_calibration import (
 from harness.report.results import (
     MANIFEST,
     SAMPLES,
-    check_samples,
     latest_records,
     read_json,
     write_json,
     write_text,
 )
 from harness.report.run_report import group_label, html_page, order_text, table
+from harness.report.schema import NewerSchemaError, SampleRecord
 from harness.report.tables import pct
 from harness.score.pricing import manifest_price
 from harness.score.scoring import SCORERS, chance, group_order, paper_groups
@@ -50,22 +50,24 @@ class Run:
     label: str
     path: Path
     manifest: dict[str, Any]
-    scored: dict[str, dict[str, Any]]  # item id → record, failed requests left out
+    scored: dict[str, SampleRecord]  # item id → record, failed requests left out
 
 
 def load_run(path: Path, label: str) -> Run:
-    """Read a run folder for `compare`; a folder without samples or manifest is a CompareError."""
+    """Read a run folder for `compare`; a folder without samples or manifest is a CompareError
+    (one written by a newer harness, a NewerSchemaError)."""
     path = Path(path)
     if not (path / SAMPLES).exists() or not (path / MANIFEST).exists():
         raise CompareError(f"{path}: not a run folder (needs {SAMPLES} and {MANIFEST})")
     try:
-        check_samples(path / SAMPLES)
         manifest = read_json(path / MANIFEST)
         manifest["dataset"]["revision"]  # compared runs must name their dataset revision
+        scored = {r.item_id: r for r in latest_records(path) if r.error is None}
+    except NewerSchemaError:
+        raise
     except (ValueError, KeyError, TypeError) as exc:  # SamplesError and JSONDecodeError included
         raise CompareError(f"{path}: not a readable run folder ({type(exc).__name__}: {exc})") \
             from None
-    scored = {r["item_id"]: r for r in latest_records(path) if not r.get("error")}
     return Run(label, path, manifest, scored)
 
 
@@ -89,10 +91,10 @@ def compare(paths: list[Path], *, scorer: str = "robust", allow_mixed: bool = Fa
     shared = sorted(set.intersection(*(set(run.scored) for run in runs)))
     if not shared:
         raise CompareError("the runs share no scored items")
-    key = SCORERS[scorer]
-    outcomes = np.array([[bool(run.scored[i][key]) for i in shared] for run in runs], dtype=int)
+    verdict = SCORERS[scorer]
+    outcomes = np.array([[verdict(run.scored[i]) for i in shared] for run in runs], dtype=int)
     reference = [runs[0].scored[i] for i in shared]
-    images = cluster_codes(np.array([r["image_id"] for r in reference]))
+    images = cluster_codes(np.array([r.image_id for r in reference]))
     chances = np.array([chance(r) for r in reference])
 
     groups = paper_groups(reference)

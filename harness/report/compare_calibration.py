@@ -28,7 +28,7 @@ def calibration_comparison(runs: list, shared: list[str], seed: int = 0) -> dict
         return None
     arrays = [ItemArrays([run.scored[i] for i in items], N_BINS) for run in runs]
     reference = [runs[0].scored[i] for i in items]
-    images = cluster_codes(np.array([r["image_id"] for r in reference]))
+    images = cluster_codes(np.array([r.image_id for r in reference]))
     groups: dict[str, list[int]] = {"all": list(range(len(items)))}
     groups.update({n: idx for n, idx in sorted(paper_groups(reference).items(),
                                                 key=lambda kv: group_order(kv[0]))

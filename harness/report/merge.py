@@ -24,6 +24,7 @@ from harness.report.results import (
     whole_lines_end,
     write_json,
 )
+from harness.report.schema import Summary
 from harness.report.thumbnails import THUMBNAILS
 from harness.run.lock import LOCK_NAME
 
@@ -42,7 +43,7 @@ def comparable(manifest: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def merge_runs(dirs: list[Path], output: Path) -> dict[str, Any]:
+def merge_runs(dirs: list[Path], output: Path) -> Summary:
     """Merge shard run folders into `output` (new or empty) and return its summary."""
     dirs = [Path(d) for d in dirs]
     output = Path(output)
@@ -132,6 +133,6 @@ def _check_no_duplicate_items(dirs: list[Path]) -> None:
     owner: dict[str, Path] = {}
     for d in dirs:
         for record in read_samples(d / SAMPLES):
-            item = record["item_id"]
+            item = record.item_id
             if owner.setdefault(item, d) != d:
                 raise MergeError(f"item {item} appears in both {owner[item]} and {d}")

@@ -1,5 +1,6 @@
 """The one results format: a run folder with samples.jsonl, manifest.json, summary.json, summary.md.
 
+The types of a samples.jsonl line and of summary.json live in harness.report.schema.
 `samples.jsonl` is append-only: each record is one whole line handed to the OS at once (a killed
 process loses only the requests in flight) and fsync'd by the runner every second and on close (a
 power cut loses at most that second); a torn last line is detected and dropped when read back.
@@ -15,6 +16,7 @@ from typing import Any, BinaryIO, Iterator
 import orjson
 
 from harness.atomic import replaced_atomically
+from harness.report.schema import SampleRecord, Summary, summary_from_json
 
 SAMPLES = "samples.jsonl"
 MANIFEST = "manifest.json"
@@ -30,7 +32,7 @@ MODEL_KEYS_FREE_ON_RESUME = ("base_url", "base_urls", "timeout_s", "openai_sdk",
 _LINE = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
 
-class SampleWriter:
+class JsonLinesWriter:
     """Append whole JSON lines, each in one write(); `sync()` forces them to disk, as does close."""
 
     def __init__(self, path: Path):
@@ -39,9 +41,9 @@ class SampleWriter:
         _drop_torn_tail(self.path)
         self._file = open(self.path, "ab", buffering=0)  # unbuffered: nothing waits in Python
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Append one record as a line; a short write is finished or fails with its reason."""
-        data = memoryview(orjson.dumps(record, option=_LINE))
+    def write(self, line: dict[str, Any]) -> None:
+        """Append one object as a line; a short write is finished or fails with its reason."""
+        data = memoryview(orjson.dumps(line, option=_LINE))
         try:
             while data:  # a short write (a disk filling up) is finished, or fails with the reason
                 data = data[self._file.write(data):]
@@ -63,11 +65,22 @@ class SampleWriter:
             self.sync()
             self._file.close()
 
-    def __enter__(self) -> "SampleWriter":
+    def __enter__(self) -> "JsonLinesWriter":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class SampleWriter(JsonLinesWriter):
+    """samples.jsonl: records go in through their type (harness.report.schema)."""
+
+    def append(self, record: SampleRecord) -> None:
+        """Append one record as its line."""
+        self.write(record.to_json())
+
+    def __enter__(self) -> "SampleWriter":
+        return self
 
 
 def whole_lines_end(f: BinaryIO) -> int:
@@ -92,52 +105,32 @@ def _drop_torn_tail(path: Path) -> None:
         f.truncate(whole_lines_end(f))
 
 
-def read_samples(path: Path) -> Iterator[dict[str, Any]]:
-    """Records from a samples.jsonl, skipping a torn or corrupt line (reported on stderr)."""
-    return (record for _, record in read_numbered(path))
-
-
-def read_numbered(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) for each readable record of a samples.jsonl (as `read_samples`)."""
+def read_samples(path: Path) -> Iterator[SampleRecord]:
+    """Records from a samples.jsonl (or a run folder's), skipping a torn or corrupt line (reported
+    on stderr); a line that is not a valid record of a known version is a SamplesError naming the
+    line and the field."""
     path = Path(path)
     if path.is_dir():
         path = path / SAMPLES
+    for lineno, data in read_json_lines(path):
+        yield SampleRecord.from_json(data, f"{path}:{lineno}")
+
+
+def read_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+    """(line number, value) of each line of a JSON Lines file the writer finished; a torn or
+    corrupt line is skipped (and reported on stderr)."""
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if not line.endswith(b"\n") or not line.strip():
                 continue  # torn tail of a crashed run, or blank
             try:
-                yield lineno, orjson.loads(line)
+                data = orjson.loads(line)
             except orjson.JSONDecodeError:
                 import sys
 
                 print(f"warning: {path}:{lineno}: unreadable record skipped", file=sys.stderr)
-
-
-REQUIRED_FIELDS = ("item_id", "image_id", "dataset", "question_type", "options")
-SCORED_FIELDS = ("correct", "correct_official", "rule")  # in every record without an error
-
-
-class SamplesError(ValueError):
-    """A samples.jsonl that cannot be scored; the message names the line and the field."""
-
-
-def check_samples(path: Path) -> None:
-    """Every readable record has the fields scoring needs (a torn line is skipped as on read)."""
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.endswith(b"\n") or not line.strip():
                 continue
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue  # reported and skipped when read
-            if not isinstance(record, dict):
-                raise SamplesError(f"{path}:{lineno}: not a JSON object")
-            needed = REQUIRED_FIELDS + (() if record.get("error") else SCORED_FIELDS)
-            missing = [k for k in needed if k not in record]
-            if missing:
-                raise SamplesError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")
+            yield lineno, data
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -156,19 +149,29 @@ def write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def latest_records(out: Path) -> list[dict[str, Any]]:
+def answered_ids(samples: Path) -> set[str]:
+    """The items answered (not failed) in a samples.jsonl: a resumed run skips them. Empty when
+    the file does not exist."""
+    samples = Path(samples)
+    return {r.item_id for r in read_samples(samples) if r.error is None} \
+        if samples.exists() else set()
+
+
+def latest_records(out: Path) -> list[SampleRecord]:
     """One record per item: the last one written (a retried error is superseded)."""
-    latest: dict[str, dict[str, Any]] = {}
+    latest: dict[str, SampleRecord] = {}
     for record in read_samples(out / SAMPLES):
-        if supersedes(record, latest.get(record["item_id"])):
-            latest[record["item_id"]] = record
+        if record.supersedes(latest.get(record.item_id)):
+            latest[record.item_id] = record
     return list(latest.values())
 
 
-def supersedes(record: dict[str, Any], previous: dict[str, Any] | None) -> bool:
-    """Whether a later record of an item replaces an earlier one (an error never replaces an
-    answer)."""
-    return previous is None or bool(previous.get("error")) or not record.get("error")
+def read_summary(path: Path) -> Summary:
+    """A run folder's summary.json (or the file itself), of a version this harness reads."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / SUMMARY_JSON
+    return summary_from_json(read_json(path), str(path))
 
 
 def resume_view(manifest: dict[str, Any]) -> dict[str, Any]:

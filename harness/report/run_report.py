@@ -11,7 +11,7 @@ import html
 import json
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import orjson
 import pandas as pd
@@ -21,7 +21,15 @@ import pyarrow.parquet as pq
 from harness.atomic import replaced_atomically
 from harness.config import BROWSER_LIMIT
 from harness.report.calibration_report import calibration_html, write_calibration_plots
-from harness.report.results import MANIFEST, SUMMARY_JSON, read_json
+from harness.report.results import MANIFEST, read_json, read_summary
+from harness.report.schema import (
+    ErrorInfo,
+    SampleRecord,
+    Scorers,
+    Stat,
+    Summary,
+    record_field_types,
+)
 from harness.report.tables import HEADLINE, fmt, interval, pct
 from harness.report.thumbnails import THUMBNAILS, image_rank, read_thumbnails
 from harness.report.view import RunView, iter_latest, read_view
@@ -36,7 +44,7 @@ ASSETS = Path(__file__).parent / "assets"
 PARQUET_BATCH = 4096  # records per samples.parquet row group
 
 
-def write_report(run_dir: Path, *, summary: dict[str, Any] | None = None,
+def write_report(run_dir: Path, *, summary: Summary | None = None,
                  view: RunView | None = None, max_samples: int = BROWSER_LIMIT,
                  with_thumbnails: bool = True) -> Path:
     """Write report.html, summary.csv, samples.parquet and plots/*.png into `run_dir`.
@@ -45,10 +53,10 @@ def write_report(run_dir: Path, *, summary: dict[str, Any] | None = None,
     """
     run_dir = Path(run_dir)
     manifest = read_json(run_dir / MANIFEST) if (run_dir / MANIFEST).exists() else None
-    summary = summary if summary is not None else read_json(run_dir / SUMMARY_JSON)
+    summary = summary if summary is not None else read_summary(run_dir)
     view = view if view is not None else read_view(run_dir)
 
-    shown_ids = {r["item_id"] for r in browser_subset(view.records, max_samples)}
+    shown_ids = {r.item_id for r in browser_subset(view.records, max_samples)}
     summary_frame(summary).to_csv(run_dir / SUMMARY_CSV, index=False)
     shown = write_samples_parquet(view, run_dir / SAMPLES_PARQUET, keep=shown_ids)
     plots, plot_note = write_plots(summary, view.records, run_dir / PLOTS)
@@ -83,56 +91,67 @@ def _thumbnails(run_dir: Path, image_ids: set[str]) -> tuple[dict[str, str], str
 # Tables for pandas users
 
 
-def summary_frame(summary: dict[str, Any]) -> pd.DataFrame:
+def summary_frame(summary: Summary) -> pd.DataFrame:
     """One row per (evaluation, scorer, group): accuracy, both CIs and chance."""
     rows = []
-    for evaluation, part in [("standard", summary), ("circular", summary.get("circular"))]:
-        for scorer, groups in (part or {}).get("scorers", {}).items():
+    parts = [("standard", summary["scorers"])]
+    if "circular" in summary:
+        parts.append(("circular", summary["circular"]["scorers"]))
+    for evaluation, scorers in parts:
+        for scorer, groups in scorers.items():
             for group, stat in groups.items():
                 rows.append({"evaluation": evaluation, "scorer": scorer, "group": group, **stat})
     return pd.DataFrame(rows)
 
 
-def outcome(record: dict[str, Any]) -> str:
+def outcome(record: SampleRecord) -> str:
     """correct / wrong / invalid (the robust parser found no answer) / error (request failed)."""
-    if record.get("error"):
+    if record.error is not None:
         return "error"
-    if str(record.get("rule", "")).startswith(INVALID_PREFIX):
+    if str(record.rule).startswith(INVALID_PREFIX):
         return "invalid"
-    return "correct" if record.get("correct") else "wrong"
+    return "correct" if record.correct else "wrong"
 
 
-def parquet_schema(types: dict[str, set[type]]) -> pa.Schema:
-    """samples.parquet's columns from the value types pass 1 saw: nested fields (prompt, options,
-    usage, ...) as JSON text, scalars with the types they have in the log, nulls where unset."""
-    def arrow_type(seen: set[type]) -> pa.DataType:
-        seen = seen - {type(None)}
-        if not seen:
-            return pa.null()
-        if seen == {bool}:
+def parquet_schema(keys: Iterable[str]) -> pa.Schema:
+    """samples.parquet's columns: the fields of SampleRecord among the run's `keys`, each with the
+    type the record declares (strings, true/false, integers, numbers; nested fields such as prompt,
+    options, usage, error as JSON text), so that runs' tables agree; then the keys outside the
+    schema (JSON text) and `outcome`."""
+    def arrow_type(allowed: frozenset[type]) -> pa.DataType:
+        allowed = allowed - {type(None)}
+        if allowed == {bool}:
             return pa.bool_()
-        if seen == {int}:
+        if allowed == {int}:
             return pa.int64()
-        if seen <= {int, float}:
+        if allowed == {int, float}:
             return pa.float64()
         return pa.string()
-    return pa.schema([(k, arrow_type(v)) for k, v in types.items() if k != "outcome"]
+    keys = dict.fromkeys(keys)
+    known = record_field_types()
+    return pa.schema([(k, arrow_type(v)) for k, v in known.items() if k in keys]
+                     + [(k, pa.string()) for k in keys if k not in known and k != "outcome"]
                      + [("outcome", pa.string())])
 
 
-def samples_batch(records: list[dict[str, Any]], schema: pa.Schema) -> pa.RecordBatch:
+def samples_batch(records: list[SampleRecord], schema: pa.Schema) -> pa.RecordBatch:
     """The records as one Arrow batch of `schema`, built a column at a time."""
     def as_text(v: Any) -> str | None:
+        if isinstance(v, ErrorInfo):
+            v = v.to_json()
         return v if v is None or isinstance(v, str) else \
             orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()
+    known = record_field_types()
     columns = []
     for f in schema:
         if f.name == "outcome":
             values: list[Any] = [outcome(r) for r in records]
+        elif f.name in known:
+            values = [getattr(r, f.name) for r in records]
         else:
-            values = [r.get(f.name) for r in records]
-            if f.type == pa.string():
-                values = [as_text(v) for v in values]
+            values = [r.extra.get(f.name) if r.extra else None for r in records]
+        if f.type == pa.string():
+            values = [as_text(v) for v in values]
         columns.append(pa.array(values, f.type))
     return pa.RecordBatch.from_arrays(columns, schema=schema)
 
@@ -140,16 +159,16 @@ def samples_batch(records: list[dict[str, Any]], schema: pa.Schema) -> pa.Record
 def write_samples_parquet(view: RunView, path: Path, keep: set[str]) -> list[dict[str, Any]]:
     """Stream every latest record into samples.parquet, a batch at a time; returns the browser's
     samples of the records whose item id is in `keep`, in item-id order."""
-    schema = parquet_schema(view.types)
+    schema = parquet_schema(view.keys)
     kept: list[dict[str, Any]] = []
-    batch: list[dict[str, Any]] = []
+    batch: list[SampleRecord] = []
     with replaced_atomically(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         def flush() -> None:
             writer.write_batch(samples_batch(batch, schema))
             batch.clear()
         for record in iter_latest(view):
             batch.append(record)
-            if record["item_id"] in keep:
+            if record.item_id in keep:
                 kept.append(browser_sample(record))
             if len(batch) >= PARQUET_BATCH:
                 flush()
@@ -176,7 +195,7 @@ def import_plotting_soon(delay_s: float = 2.0) -> None:
     timer.start()
 
 
-def write_plots(summary: dict[str, Any], records: list[dict[str, Any]],
+def write_plots(summary: Summary, records: list[SampleRecord],
                 folder: Path) -> tuple[dict[str, Path], str | None]:
     """plots/accuracy_by_dataset.png and plots/letter_confusion.png (matplotlib, no display)."""
     try:
@@ -193,20 +212,22 @@ def write_plots(summary: dict[str, Any], records: list[dict[str, Any]],
     return plots, None
 
 
-def _plot_accuracy(Figure, summary: dict[str, Any], path: Path) -> None:
+def _plot_accuracy(Figure, summary: Summary, path: Path) -> None:
     robust = summary["scorers"]["robust"]
-    names = [n for n in ("coarse", "fine") if n in robust]
+    names: list[str] = [n for n in ("coarse", "fine") if n in robust]
     names += [n for n in robust if n.startswith("dataset/")]
     fig = Figure(figsize=(8, 0.32 * len(names) + 1.4), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     y = list(range(len(names)))[::-1]
     stats = [robust[n] for n in names]
-    acc = [100 * s["accuracy"] for s in stats]
-    err = [[max(0.0, 100 * (s["accuracy"] - s["cluster_ci_low"])) for s in stats],
-           [max(0.0, 100 * (s["cluster_ci_high"] - s["accuracy"])) for s in stats]]
+    acc = [100 * (s["accuracy"] or 0.0) for s in stats]
+    err = [[max(0.0, 100 * ((s["accuracy"] or 0.0) - (s["cluster_ci_low"] or 0.0)))
+            for s in stats],
+           [max(0.0, 100 * ((s["cluster_ci_high"] or 0.0) - (s["accuracy"] or 0.0)))
+            for s in stats]]
     colors = ["#3b6ea5" if n.endswith("fine") else "#7fa7d0" for n in names]
     ax.barh(y, acc, xerr=err, color=colors, capsize=2, error_kw={"elinewidth": 0.8})
-    ax.scatter([100 * s["chance"] for s in stats], y, marker="|", s=160, color="#c0392b",
+    ax.scatter([100 * (s["chance"] or 0.0) for s in stats], y, marker="|", s=160, color="#c0392b",
                zorder=3, label="chance for these items")
     ax.set_yticks(y, [group_label(n) for n in names], fontsize=8)
     ax.set_xlim(0, 100)
@@ -216,14 +237,14 @@ def _plot_accuracy(Figure, summary: dict[str, Any], path: Path) -> None:
     fig.savefig(path)
 
 
-def _plot_confusion(Figure, records: list[dict[str, Any]], path: Path) -> None:
-    scored = [r for r in records if not r.get("error") and r.get("gold")]
-    gold = sorted({r["gold"] for r in scored})
-    predicted = sorted({r["extracted"] for r in scored if r.get("extracted")} | set(gold))
+def _plot_confusion(Figure, records: list[SampleRecord], path: Path) -> None:
+    scored = [r for r in records if r.error is None and r.gold]
+    gold = sorted({str(r.gold) for r in scored})
+    predicted = sorted({r.extracted for r in scored if r.extracted} | set(gold))
     columns = predicted + ["invalid"]
     counts = [[0] * len(columns) for _ in gold]
     for r in scored:
-        counts[gold.index(r["gold"])][columns.index(r.get("extracted") or "invalid")] += 1
+        counts[gold.index(str(r.gold))][columns.index(r.extracted or "invalid")] += 1
     fig = Figure(figsize=(1.0 + 0.55 * len(columns), 1.0 + 0.5 * max(1, len(gold))), dpi=100,
                  layout="constrained")
     ax = fig.add_subplot()
@@ -303,7 +324,7 @@ def _title(manifest: dict[str, Any] | None) -> str:
     return f"uBench results: {manifest['model']['spec']} · prompt {manifest['template']['name']}"
 
 
-def _header(manifest: dict[str, Any] | None, summary: dict[str, Any]) -> str:
+def _header(manifest: dict[str, Any] | None, summary: Summary) -> str:
     facts = []
     if manifest:
         ds = manifest["dataset"]
@@ -322,7 +343,7 @@ def _header(manifest: dict[str, Any] | None, summary: dict[str, Any]) -> str:
               ("data warnings", str(summary["n_data_warnings"]))]
     if text := usage_text(summary):
         facts.append(("usage and cost", text))
-    if text := judge_usage_text(summary):
+    if text := judge_usage_text(summary.get("judge_usage")):
         facts.append(("LLM judge usage and cost", text))
     return "<dl class=\"facts\">" + "".join(
         f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in facts) + "</dl>\n"
@@ -339,24 +360,25 @@ def order_text(order: dict[str, Any] | None) -> str:
     return ", then ".join(steps) or "as stored"
 
 
-def _stat_cell(stat: dict[str, Any] | None, scorer: str, group: str,
+def _stat_cell(stat: Stat | None, scorer: str, group: str,
                clustered: bool = False) -> str:
     return (f"<td data-scorer=\"{scorer}\" data-group=\"{html.escape(group)}\""
             f"{' data-clustered' if clustered else ''}>{fmt(stat, clustered)}</td>")
 
 
-def _headline(scorers: dict[str, Any], prefix: str = "") -> str:
+def _headline(scorers: Scorers, prefix: str = "") -> str:
     head = ["", *(group_label(g) for g in HEADLINE)]
     rows = [[scorer, *(_stat_cell(groups.get(g), prefix + scorer, g) for g in HEADLINE)]
             for scorer, groups in scorers.items()]
     robust = scorers["robust"]
     rows.append(["robust, CI clustered by image",
                  *(_stat_cell(robust.get(g), prefix + "robust", g, True) for g in HEADLINE)])
-    rows.append(["chance", *(pct((robust.get(g) or {}).get("chance")) for g in HEADLINE)])
+    rows.append(["chance", *(pct(stat["chance"]) if (stat := robust.get(g)) else pct(None)
+                             for g in HEADLINE)])
     return table(head, rows, "headline")
 
 
-def _breakdown(scorers: dict[str, Any]) -> str:
+def _breakdown(scorers: Scorers) -> str:
     robust, official = scorers["robust"], scorers["official"]
     rows = []
     for g, stat in robust.items():
@@ -368,7 +390,7 @@ def _breakdown(scorers: dict[str, Any]) -> str:
                  "breakdown")
 
 
-def _results_sections(summary: dict[str, Any]) -> str:
+def _results_sections(summary: Summary) -> str:
     out = _section("Accuracy (paper layout)", (
         "<p>Accuracy % ± 95% bootstrap CI: the paper's basic interval over questions (as the "
         "paper computes it; on small groups it can leave [0, 100]), and [low, high] from "
@@ -377,8 +399,7 @@ def _results_sections(summary: dict[str, Any]) -> str:
         "[0, 100]). Chance is the mean of 1/number of options over the same items.</p>"
         + _headline(summary["scorers"])), "accuracy")
     out += _section("Every group", _breakdown(summary["scorers"]), "groups")
-    if summary.get("circular"):
-        circ = summary["circular"]
+    if circ := summary.get("circular"):
         per_rot = table(["rotation", "n", "accuracy (robust)"],
                         [[k, str(v["n"]), pct(v["accuracy"])]
                          for k, v in circ["per_rotation"].items()])
@@ -417,13 +438,13 @@ def _plots_section(plots: dict[str, Path], note: str | None) -> str:
     return _section("Plots", f"<div class=\"plots\">{figures}</div>", "plots")
 
 
-def browser_subset(records: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+def browser_subset(records: list[SampleRecord], limit: int) -> list[SampleRecord]:
     """All records, or a fixed `limit` of them: every question of pseudo-randomly drawn images
     (by hash of the image id), so the report shows (and reads back) as few images as it can."""
     if limit <= 0 or len(records) <= limit:
         return records
-    key = lambda r: (image_rank(r["image_id"]), r["item_id"])  # noqa: E731
-    return sorted(sorted(records, key=key)[:limit], key=lambda r: r["item_id"])
+    key = lambda r: (image_rank(r.image_id), r.item_id)  # noqa: E731
+    return sorted(sorted(records, key=key)[:limit], key=lambda r: r.item_id)
 
 
 def prompt_text(messages: list[dict[str, Any]] | None) -> str:
@@ -440,15 +461,15 @@ def prompt_text(messages: list[dict[str, Any]] | None) -> str:
     return "\n".join(lines)
 
 
-def browser_sample(r: dict[str, Any]) -> dict[str, Any]:
+def browser_sample(r: SampleRecord) -> dict[str, Any]:
     """What the sample browser shows of a record."""
     return {
-        "id": r["item_id"], "image": r["image_id"], "dataset": r["dataset"],
-        "qtype": r["question_type"], "gold": r.get("gold"), "extracted": r.get("extracted"),
-        "rule": r.get("rule"), "outcome": outcome(r), "official": r.get("correct_official"),
-        "options": r.get("options") or {}, "order": r.get("option_order"),
-        "prompt": prompt_text(r.get("prompt")), "response": r.get("response"),
-        "error": (r.get("error") or {}).get("message"),
+        "id": r.item_id, "image": r.image_id, "dataset": r.dataset,
+        "qtype": r.question_type, "gold": r.gold, "extracted": r.extracted,
+        "rule": r.rule, "outcome": outcome(r), "official": r.correct_official,
+        "options": r.options, "order": r.option_order,
+        "prompt": prompt_text(r.prompt), "response": r.response,
+        "error": r.error.message if r.error is not None else None,
     }
 
 

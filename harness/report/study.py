@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 
 from harness.report.compare import compare
-from harness.report.results import SUMMARY_JSON, latest_records, read_json, write_json, write_text
+from harness.report.results import latest_records, read_summary, write_json, write_text
 from harness.report.run_report import html_page, table
+from harness.report.schema import Summary
 from harness.report.tables import pct
 from harness.score.scoring import CLUSTER_CI_METHOD, SCORERS, paper_groups
 from harness.score.stats import ALPHA, holm, kendall_tau, spread_bootstrap
@@ -50,7 +51,7 @@ def study_result(cells: list[dict[str, Any]], metric: dict[str, str], *,
     leaderboard, sensitivity, stability, tests = [], [], [], []
     for condition, grid in conditions.items():
         for (model, template), cell in grid.items():
-            summary = read_json(Path(cell["folder"]) / SUMMARY_JSON)
+            summary = read_summary(Path(cell["folder"]))
             cell["summary"] = summary
             leaderboard.append({"condition": condition, "model": model, "template": template,
                                 "folder": cell["folder"], "n_scored": summary["n_scored"],
@@ -80,15 +81,16 @@ def study_result(cells: list[dict[str, Any]], metric: dict[str, str], *,
                             "alpha": ALPHA, "tests": tests}}
 
 
-def _stat(summary: dict[str, Any], scorer: str, group: str) -> dict[str, Any] | None:
+def _stat(summary: Summary, scorer: str, group: str) -> dict[str, Any] | None:
     stat = summary["scorers"][scorer].get(group)
     if not stat:
         return None
-    return {k: stat.get(k) for k in ("n", "accuracy", "cluster_ci_low", "cluster_ci_high",
-                                     "cluster_ci_method")}
+    return {"n": stat["n"], "accuracy": stat["accuracy"], "cluster_ci_low": stat["cluster_ci_low"],
+            "cluster_ci_high": stat["cluster_ci_high"],
+            "cluster_ci_method": stat["cluster_ci_method"]}
 
 
-def _metric(summary: dict[str, Any], metric: dict[str, str]) -> float | None:
+def _metric(summary: Summary, metric: dict[str, str]) -> float | None:
     stat = summary["scorers"][metric["scorer"]].get(metric["group"])
     return stat["accuracy"] if stat else None
 
@@ -96,15 +98,15 @@ def _metric(summary: dict[str, Any], metric: dict[str, str]) -> float | None:
 def _sensitivity(folders: list[str], templates: list[str], metric: dict[str, str],
                  seed: int) -> dict[str, Any]:
     """Spread across templates on the items all of them scored in the metric's group."""
-    key = SCORERS[metric["scorer"]]
-    runs = [{r["item_id"]: r for r in latest_records(Path(f)) if not r.get("error")}
+    verdict = SCORERS[metric["scorer"]]
+    runs = [{r.item_id: r for r in latest_records(Path(f)) if r.error is None}
             for f in folders]
     shared = sorted(set.intersection(*map(set, runs))) if runs else []
     reference = [runs[0][i] for i in shared] if runs else []
     index = paper_groups(reference).get(metric["group"], [])
     ids = [shared[i] for i in index]
-    outcomes = np.array([[bool(run[i][key]) for i in ids] for run in runs], dtype=float)
-    images = np.array([runs[0][i]["image_id"] for i in ids]) if ids else np.array([])
+    outcomes = np.array([[verdict(run[i]) for i in ids] for run in runs], dtype=float)
+    images = np.array([runs[0][i].image_id for i in ids]) if ids else np.array([])
     result: dict[str, Any] = spread_bootstrap(outcomes, images, seed=seed) if ids else {
         "spread": None, "ci_low": None, "ci_high": None, "p_no_template_effect": None, "n": 0}
     if ids:

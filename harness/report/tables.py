@@ -5,6 +5,7 @@ from typing import Any
 
 from harness.data.items import COARSE_TYPES, FINE_TOTAL_EXCLUDED
 from harness.report.calibration_report import calibration_markdown
+from harness.report.schema import Stat, Summary
 from harness.score.usage import judge_usage_text, usage_text
 
 # The paper's headline groups, in Table 1's order.
@@ -12,22 +13,30 @@ HEADLINE = ["coarse", "fine", *(f"question_type/{qt}" for qt in COARSE_TYPES),
             "pathology/coarse", "pathology/fine"]
 
 
-def fmt(stat: dict[str, Any] | None, clustered: bool = False) -> str:
+def fmt(stat: Stat | None, clustered: bool = False) -> str:
     """`62.68 ± 0.35` in percent, as Table 1 prints it (the paper's interval); clustered:
     `62.68 [61.90, 63.41]`, the interval by image, which is not symmetric."""
-    if not stat or stat.get("accuracy") is None:
+    if not stat or stat["accuracy"] is None:
         return "–"
     if clustered:
         return f"{100 * stat['accuracy']:.2f} {interval(stat)}"
-    return f"{100 * stat['accuracy']:.2f} ± {100 * stat['pm']:.2f}"
+    return f"{100 * stat['accuracy']:.2f} ± {100 * (stat['pm'] or 0.0):.2f}"
 
 
-def interval(stat: dict[str, Any]) -> str:
+def interval(stat: Stat) -> str:
     """`[61.90, 63.41]`: the clustered CI of a group's accuracy, in percent."""
-    return f"[{pct(stat.get('cluster_ci_low'))}, {pct(stat.get('cluster_ci_high'))}]"
+    return f"[{pct(stat['cluster_ci_low'])}, {pct(stat['cluster_ci_high'])}]"
 
 
-def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = None) -> str:
+def _chance(stat: Stat | None) -> str:
+    return pct(stat["chance"] if stat else None)
+
+
+def _n(stat: Stat | None) -> int:
+    return stat["n"] if stat else 0
+
+
+def summary_markdown(summary: Summary, manifest: dict[str, Any] | None = None) -> str:
     """summary.md and the CLI's closing table: accuracy by group with intervals, usage and cost."""
     lines: list[str] = []
     if manifest:
@@ -43,7 +52,7 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
         f"invalid rate {pct(summary['invalid_rate'])}, {summary['n_data_warnings']} data warnings.",
         "",
         *([f"Usage: {text}", ""] if (text := usage_text(summary)) else []),
-        *([f"Judge usage: {text}", ""] if (text := judge_usage_text(summary)) else []),
+        *([f"Judge usage: {text}", ""] if (text := judge_usage_text(summary.get("judge_usage"))) else []),
         "Accuracy % ± 95% bootstrap CI (basic, over items, as in the paper; on small groups it can "
         "leave [0, 1]); the clustered CI below is [low, high] from a percentile bootstrap over "
         "images (Wilson below 20 images), always inside [0, 1]; "
@@ -62,8 +71,7 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
         cells = [groups.get(g) for g in HEADLINE]
         lines.append("| " + " | ".join([scorer, *(fmt(c) for c in cells)]) + " |")
     chance = summary["scorers"]["robust"]
-    lines.append("| chance | " + " | ".join(
-        pct(chance.get(k, {}).get("chance")) for k in HEADLINE) + " |")
+    lines.append("| chance | " + " | ".join(_chance(chance.get(k)) for k in HEADLINE) + " |")
     lines += ["", "Clustered by image (robust scorer): coarse "
               f"{fmt(chance.get('coarse'), True)}, fine {fmt(chance.get('fine'), True)}.", ""]
 
@@ -74,18 +82,17 @@ def summary_markdown(summary: dict[str, Any], manifest: dict[str, Any] | None = 
     off = summary["scorers"]["official"]
     for ds in datasets:
         f, c = f"dataset/{ds}/fine", f"dataset/{ds}/coarse"
-        lines.append(f"| {md_cell(ds)} | {chance.get(f, {}).get('n', 0)} | {fmt(off.get(f))} | "
-                     f"{fmt(chance.get(f))} | {chance.get(c, {}).get('n', 0)} | {fmt(off.get(c))} | "
+        lines.append(f"| {md_cell(ds)} | {_n(chance.get(f))} | {fmt(off.get(f))} | "
+                     f"{fmt(chance.get(f))} | {_n(chance.get(c))} | {fmt(off.get(c))} | "
                      f"{fmt(chance.get(c))} |")
-    if summary.get("circular"):
-        circ = summary["circular"]
+    if circ := summary.get("circular"):
         robust = circ["scorers"]["robust"]
         rotations = ", ".join(f"r{k} {pct(v['accuracy'])}" for k, v in
                               circ["per_rotation"].items())
         lines += ["", "## Circular evaluation (right only if every rotation is right)", "",
                   f"{circ['n_items']} items ({circ['n_incomplete']} with a failed rotation left "
                   f"out), robust scorer: coarse {fmt(robust.get('coarse'))} (chance "
-                  f"{pct(robust.get('coarse', {}).get('chance'))}), fine "
+                  f"{_chance(robust.get('coarse'))}), fine "
                   f"{fmt(robust.get('fine'))}. Accuracy per rotation: {rotations}."]
     if calibration := calibration_markdown(summary):
         lines += ["", *calibration]

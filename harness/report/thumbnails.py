@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from harness.config import BROWSER_LIMIT
-from harness.report.results import SampleWriter, read_samples
+from harness.report.results import JsonLinesWriter, read_json_lines
 
 THUMBNAILS = "thumbnails.jsonl"
 THUMB_PX = 128
@@ -107,7 +107,7 @@ class ThumbnailRecorder:
     """
 
     def __init__(self, folders: Iterable[Path], limit: int = BROWSER_LIMIT, counted: bool = False):
-        self.writers = [SampleWriter(Path(f) / THUMBNAILS) for f in folders]
+        self.writers = [JsonLinesWriter(Path(f) / THUMBNAILS) for f in folders]
         done = [set(thumbnail_ids(w.path)) for w in self.writers]
         self.have = set.intersection(*done) if done else set()  # already made on an earlier run
         self.sketch = ThumbnailSketch(limit)
@@ -177,7 +177,7 @@ def thumbnail_ids(path: Path) -> list[str]:
     """The image ids a thumbnails file holds."""
     if not Path(path).exists():
         return []
-    return [entry["image_id"] for entry in read_samples(path) if "image_id" in entry]
+    return [entry["image_id"] for _, entry in read_json_lines(path) if "image_id" in entry]
 
 
 def read_thumbnails(run_dir: Path, image_ids: set[str]) -> dict[str, str]:
@@ -186,7 +186,7 @@ def read_thumbnails(run_dir: Path, image_ids: set[str]) -> dict[str, str]:
     if not path.exists() or not image_ids:
         return {}
     found: dict[str, str] = {}
-    for entry in read_samples(path):
+    for _, entry in read_json_lines(path):
         if entry.get("image_id") in image_ids and isinstance(entry.get("thumbnail"), str):
             found[entry["image_id"]] = entry["thumbnail"]
     return found

@@ -12,8 +12,6 @@
 """
 from __future__ import annotations
 
-from typing import Any
-
 from harness.adapters.answer_modes import (
     LogprobsError,
     argmax_letter,
@@ -22,50 +20,44 @@ from harness.adapters.answer_modes import (
     unwrap_choice,
 )
 from harness.adapters.base import ChatResponse
+from harness.report.schema import SampleRecord
 from harness.score.parsing import Extraction, parse_answer
 from harness.score.scoring import official_correct
 
 LETTER_PROBS_RULE = "letter_probs"
 
 
-def answer_fields(response: ChatResponse, record: dict[str, Any], mode: str,
-                  extraction: Extraction | None = None) -> dict[str, Any]:
-    """extracted, rule, correct, correct_official, plus what `mode` adds, for the item of
-    `record` (its options, gold letter and id); `extraction`: the response already parsed."""
-    options, gold, item_id = record["options"], record["gold"], record["item_id"]
-    letters = "".join(options)
+def read_answer(record: SampleRecord, response: ChatResponse, mode: str,
+                extraction: Extraction | None = None) -> None:
+    """Set the record's extracted, rule, correct, correct_official, plus what `mode` adds, for
+    its item (options, gold letter, id); `extraction`: the response already parsed."""
+    options, gold, letters = record.options, record.gold, record.letters
     text = response.text
-    extra: dict[str, Any] = {}
+    if mode != "free":
+        record.answer_mode = mode
     if mode == "choice":
         unwrapped = unwrap_choice(text) if text.lstrip().startswith("{") else None
         if unwrapped is not None:
             text, extraction = unwrapped, None
-            extra["answer_text"] = unwrapped
+            record.answer_text = unwrapped
         # One option letter, as the constraint allows it to be spelled (`A`; `(A` or ` A` where a
         # local model's letter mask admits every token spelling of a letter).
-        extra["constraint_followed"] = token_letter(text, letters) is not None
+        record.constraint_followed = token_letter(text, letters) is not None
     extraction = extraction or parse_answer(text, options)
     letter, rule = extraction.letter, extraction.rule
     if mode == "logprobs":
-        extra["parsed"] = {"letter": letter, "rule": rule}
+        record.parsed = {"letter": letter, "rule": rule}
         try:
             reading = read_letter_probs(response.logprobs, letters)
         except LogprobsError as exc:
-            extra.update(letter_probs=None, letter_mass=None,
-                         letter_probs_problem=f"item {item_id}: {exc}")
+            record.letter_probs_problem = f"item {record.item_id}: {exc}"
         else:
-            extra.update(letter_probs=reading.letter_probs, letter_mass=reading.letter_mass,
-                         answer_token={"index": reading.token_index, **(reading.entry or {})}
-                         if reading.entry else None)
+            record.letter_probs, record.letter_mass = reading.letter_probs, reading.letter_mass
+            record.answer_token = {"index": reading.token_index, **(reading.entry or {})} \
+                if reading.entry else None
             if reading.letter_probs is None:
-                extra["letter_probs_problem"] = reading.problem
+                record.letter_probs_problem = reading.problem
             else:
                 letter, rule = argmax_letter(reading.letter_probs, letters), LETTER_PROBS_RULE
-    return {
-        "extracted": letter,
-        "rule": rule,
-        "correct": letter == gold,
-        "correct_official": official_correct(text, gold, options[gold]),
-        **({"answer_mode": mode} if mode != "free" else {}),
-        **extra,
-    }
+    record.extracted, record.rule, record.correct = letter, rule, letter == gold
+    record.correct_official = gold is not None and official_correct(text, gold, options[gold])

@@ -35,7 +35,8 @@ import orjson
 from harness.adapters import AdapterError, ChatRequest
 from harness.adapters.openai_compat import chat_response
 from harness.adapters.reply import MAX_RESPONSE_BYTES
-from harness.report.results import SampleWriter, read_json, read_samples, write_json
+from harness.report.results import SampleWriter, answered_ids, read_json, write_json
+from harness.report.schema import ErrorInfo, SampleRecord, SamplesError
 from harness.run.records import answered
 from harness.run.retry import RetryPolicy
 
@@ -164,7 +165,7 @@ class BatchRun:
         write_json(self.state_path, self.state)
 
     # -- preparing ----------------------------------------------------------------------------
-    def prepare(self, requests: Iterable[tuple[dict[str, Any], ChatRequest | None]],
+    def prepare(self, requests: Iterable[tuple[SampleRecord, ChatRequest | None]],
                 body: Callable[[ChatRequest], bytes], writer: SampleWriter) -> None:
         """Write the request files and pending records, once. Items that cannot be asked (bad
         input) get their error record at once. A preparation cut short is started over: nothing
@@ -179,10 +180,10 @@ class BatchRun:
                 RequestFiles(self.folder, self.options, files, 1) as out:
             for record, request in requests:
                 if request is None:
-                    writer.write(record)
+                    writer.append(record)
                     continue
-                out.write(request_line(record["item_id"], body(request)))
-                pending.write(orjson.dumps(record) + b"\n")
+                out.write(request_line(record.item_id, body(request)))
+                pending.write(orjson.dumps(record.to_json()) + b"\n")
         self.state = {"run_token": uuid.uuid4().hex, "created": time.time(), "prepared": True,
                       "files": files}
         self.save()
@@ -279,7 +280,7 @@ class BatchRun:
                 print(line, file=sys.stderr, flush=True)
 
     # -- results ------------------------------------------------------------------------------
-    async def collect(self, entry: dict[str, Any], pending: Mapping[str, dict[str, Any]],
+    async def collect(self, entry: dict[str, Any], pending: Mapping[str, SampleRecord],
                       writer: SampleWriter, done: set[str]) -> None:
         """Join a finished batch's output and error lines to their pending records by custom_id."""
         sent = set(_custom_ids(self.folder / entry["name"]))
@@ -446,7 +447,7 @@ class ResultJoiner:
     one. Ids in `done`, or answered already, are skipped, so joining a file again adds nothing.
     Answers and failures pass through `redact` (the adapter's, as online answers do)."""
 
-    def __init__(self, sent: set[str], pending: Mapping[str, dict[str, Any]],
+    def __init__(self, sent: set[str], pending: Mapping[str, SampleRecord],
                  writer: SampleWriter, done: set[str], batch_id: str, attempts: int,
                  redact: Callable[[str], str] = lambda s: s):
         self.sent, self.pending, self.writer, self.done = sent, pending, writer, done
@@ -476,22 +477,22 @@ class ResultJoiner:
         if custom_id in self.done or custom_id in self.answered:
             return
         outcome.attempts = self.attempts
-        record = answered(dict(self.pending[custom_id]), outcome)
-        record["batch_id"] = self.batch_id
-        self.writer.write(record)
+        record = answered(self.pending[custom_id], outcome)
+        record.batch_id = self.batch_id
+        self.writer.append(record)
         self.answered.add(custom_id)
 
 
 def write_failures(failed: Iterable[str], failures: dict[str, str],
-                   pending: Mapping[str, dict[str, Any]], writer: SampleWriter, batch_id: str,
+                   pending: Mapping[str, SampleRecord], writer: SampleWriter, batch_id: str,
                    attempts: int) -> None:
     """Error records for requests that will not be tried again in a batch."""
     for custom_id in failed:
-        record = dict(pending[custom_id])
-        record["error"] = {"type": "batch", "status": None, "attempts": attempts,
-                           "message": f"item {custom_id}: {failures[custom_id]}"}
-        record["batch_id"] = batch_id
-        writer.write(record)
+        record = pending[custom_id]
+        record.error = ErrorInfo("batch", f"item {custom_id}: {failures[custom_id]}",
+                                 attempts=attempts)
+        record.batch_id = batch_id
+        writer.append(record)
         log.warning("failed %s in batch: %s", custom_id, failures[custom_id])
 
 
@@ -528,12 +529,6 @@ def _read_result(line: bytes, n: int, file_id: str,
     return custom_id, reply
 
 
-def answered_ids(samples: Path) -> set[str]:
-    """Items already answered in a run folder, so a resumed batch run skips them."""
-    return {r["item_id"] for r in read_samples(samples) if not r.get("error")} \
-        if samples.exists() else set()
-
-
 class PendingRecords(Mapping):
     """pending.jsonl by custom_id, read one record at a time: a full run's ~96k records with
     their prompts would take hundreds of MB as dicts; their offsets take a few MB."""
@@ -552,9 +547,13 @@ class PendingRecords(Mapping):
                 offset += len(line)
         self._file = open(self.path, "rb")
 
-    def __getitem__(self, custom_id: str) -> dict[str, Any]:
+    def __getitem__(self, custom_id: str) -> SampleRecord:
         self._file.seek(self._offsets[custom_id])
-        return orjson.loads(self._file.readline())
+        try:
+            return SampleRecord.from_json(orjson.loads(self._file.readline()),
+                                          f"{self.path} ({custom_id})", pending=True)
+        except SamplesError as exc:
+            raise BatchError(str(exc)) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._offsets)
@@ -573,7 +572,7 @@ def pending_records(out: Path) -> PendingRecords:
 
 
 async def run_batches(out: Path, client: Any, options: BatchOptions,
-                      requests: Iterable[tuple[dict[str, Any], ChatRequest | None]],
+                      requests: Iterable[tuple[SampleRecord, ChatRequest | None]],
                       body: Callable[[ChatRequest], bytes], writer: SampleWriter,
                       redact: Callable[[str], str] = lambda s: s,
                       policy: RetryPolicy | None = None, submit: bool = True) -> list[Path]:

@@ -18,7 +18,7 @@ from harness.adapters.presets import PRESETS
 from harness.data.images import ImageError, image_size, sent_size
 from harness.data.sources import resolve_source
 from harness.prompts import TemplateError, load_template, render
-from harness.report.results import ESTIMATE_JSON, SAMPLES, read_samples, write_json
+from harness.report.results import ESTIMATE_JSON, SAMPLES, answered_ids, write_json
 from harness.run.fewshot import ExamplePoolError
 from harness.score.pricing import PricingError, find_price, image_tokens, load_table
 from harness.score.tokens import message_tokens, text_counter
@@ -48,7 +48,8 @@ def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:
     detail = image_detail(config.model, config.image_detail)
     rule = price.image_rule if price else None
     counter_name, count = text_counter(split_spec(config.model)[1])
-    done = [set() if config.force else _answered(out) for _, out in outputs]  # --force: all over
+    done = [set() if config.force else answered_ids(Path(out) / SAMPLES)  # --force: all over
+            for _, out in outputs]
     expected = table.get("expected_output_tokens") or {}
     out_per_request = [min(config.max_tokens, expected.get(t.name, config.max_tokens))
                        for t in templates]
@@ -122,13 +123,6 @@ def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / ESTIMATE_JSON, result)
     return result
-
-
-def _answered(out: Path) -> set[str]:
-    path = Path(out) / SAMPLES
-    if not path.exists():
-        return set()
-    return {r["item_id"] for r in read_samples(path) if not r.get("error")}
 
 
 def _priced(totals: dict[str, int], price, images_counted: bool) -> dict[str, Any]:

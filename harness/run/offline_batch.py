@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from harness.report.results import SAMPLES, SampleWriter
+from harness.report.results import SAMPLES, SampleWriter, answered_ids
 from harness.run.batch import (
     BATCH_DIR,
     DOWNLOAD_CHUNK,
@@ -22,7 +22,6 @@ from harness.run.batch import (
     BatchRun,
     ResultJoiner,
     ResultLines,
-    answered_ids,
     pending_records,
     write_failures,
 )

@@ -54,14 +54,15 @@ from harness.report.results import (
     SUMMARY_JSON,
     SUMMARY_MD,
     SampleWriter,
+    answered_ids,
     config_fingerprint,
     latest_records,
     read_json,
-    read_samples,
     resume_view,
     write_json,
 )
 from harness.report.run_report import import_plotting_soon
+from harness.report.schema import ErrorInfo, SampleRecord, SamplesError, Summary
 from harness.report.thumbnails import THUMBNAILS, ThumbnailRecorder
 from harness.run.cache import CachedAdapter, ResponseCache
 from harness.run.concurrency import AdaptiveConcurrency, ConcurrencyController
@@ -212,13 +213,13 @@ class Variant:
     pool: ExamplePool | None = None  # few-shot templates: their examples
 
 
-def run(config: RunConfig) -> dict[str, Any] | None:
+def run(config: RunConfig) -> Summary | None:
     """Run (or resume) an evaluation into `config.output`; returns the summary (None with
     `export_batch`: nothing is answered yet)."""
     return _run_sync(config, [(config.prompt, Path(config.output))])[0]
 
 
-def run_prompts(config: RunConfig, prompts: list[str]) -> dict[str, dict[str, Any] | None]:
+def run_prompts(config: RunConfig, prompts: list[str]) -> dict[str, Summary | None]:
     """A prompt study: every template on the same items, into `config.output/<template name>/`.
 
     One pipeline serves all variants, so each image is read and encoded once for all of them.
@@ -234,7 +235,7 @@ def run_prompts(config: RunConfig, prompts: list[str]) -> dict[str, dict[str, An
     return dict(zip(names, _run_sync(config, list(zip(prompts, outs)))))
 
 
-def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[dict[str, Any] | None]:
+def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[Summary | None]:
     check_answer_mode(config)
     folders = dict.fromkeys([Path(config.output), *(out for _, out in specs)])
     try:
@@ -303,7 +304,7 @@ def managed_server(config: RunConfig) -> Iterator[ManagedServer | None]:
 
 
 async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
-                       server: ManagedServer | None = None) -> list[dict[str, Any] | None]:
+                       server: ManagedServer | None = None) -> list[Summary | None]:
     """Run (or resume) every (template, output folder) of `specs` in one pipeline on the running
     event loop, each image read and encoded once for all; `server` is the managed vLLM server, if
     any. Returns the summaries in `specs` order. Several may share one event loop (a study's cells
@@ -383,8 +384,7 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
                 await _batch(config, _examples(source, config), variants, batch_adapter, thumbs)
             if config.batch and config.batch_online_fallback and not config.export_batch:
                 for variant in variants:  # what the batches could not answer, asked online
-                    variant.done = {r["item_id"] for r in read_samples(variant.writer.path)
-                                    if not r.get("error")}
+                    variant.done = answered_ids(variant.writer.path)
                 await _pipeline(config, _examples(source, config), variants, adapter, progress,
                                 asyncio.sleep(0), judge, thumbs)
             elif not config.batch:
@@ -413,7 +413,7 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
         return [None for _ in outs]  # nothing answered yet: no summary
     gc.freeze()  # the end of the run makes many objects: its collections need not walk the run's
     try:
-        summaries: list[dict[str, Any] | None] = [finalize(out) for out in outs]
+        summaries: list[Summary | None] = [finalize(out) for out in outs]
     finally:
         gc.unfreeze()
     if aborted is not None:
@@ -515,7 +515,7 @@ def _paced(config: RunConfig, adapter: Adapter, outs: list[Path]) -> Adapter:
         if price is None:
             raise RunError(f"--max-cost: the price table has no price for {config.model}; "
                            "give one with --price-file")
-        spent = sum(usage_summary(latest_records(out), price)["cost_usd"] for out in outs
+        spent = sum(usage_summary(latest_records(out), price)["cost_usd"] or 0.0 for out in outs
                     if (out / SAMPLES).exists())
         budget = Budget(config.max_cost, price, spent)
     limiter = RateLimiter(config.max_rpm, config.max_tpm) \
@@ -560,13 +560,13 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
         progress.retries += 1
         log.info("retrying %s after %s (%s)", item_id, exc.kind, exc.message)
 
-    def emit(writer: SampleWriter, record: dict[str, Any]) -> None:
-        writer.write(record)
+    def emit(writer: SampleWriter, record: SampleRecord) -> None:
+        writer.append(record)
         progress.done += 1
-        if record.get("error"):
+        if record.error is not None:
             progress.errors += 1
         else:
-            progress.correct += bool(record["correct"])
+            progress.correct += bool(record.correct)
         bar.update(1)
 
     def show_counters() -> None:
@@ -696,45 +696,42 @@ def _encode(example: Example, config: RunConfig):
 
 def prepare_request(item: Item, image, image_error: str | None, template: Template,
                     config: RunConfig, pool: ExamplePool | None = None
-                    ) -> tuple[dict[str, Any], ChatRequest | None]:
+                    ) -> tuple[SampleRecord, ChatRequest | None]:
     """The item's record without its answer, and the request to ask (None: bad input, and the
     record says why)."""
     record = base_record(item, template)
     if problem := item.problem or image_error:
-        record["error"] = {"type": "bad_input", "status": None, "attempts": 0,
-                           "field": problem.split("'")[1] if "'" in problem else None,
-                           "message": f"item {item.item_id}: {problem}"}
-        log.warning("skipped %s", record["error"]["message"])
-        return record, None
+        field = problem.split("'")[1] if "'" in problem else None
+        return _bad_input(record, problem, field), None
     chosen, example_images = [], None
     if pool is not None:
         try:
             chosen = pool.choose(item, image.sha256)
         except ExamplePoolError as exc:
-            record["error"] = {"type": "bad_input", "status": None, "attempts": 0,
-                               "field": "examples", "message": f"item {item.item_id}: {exc}"}
-            log.warning("skipped %s", record["error"]["message"])
-            return record, None
-        record["examples"] = [e.item.item_id for e in chosen]
+            return _bad_input(record, str(exc), "examples"), None
+        record.examples = [e.item.item_id for e in chosen]
         example_images = pool.example_images(chosen)
     try:
         messages = render(template, item.question, item.option_map, [e.shot() for e in chosen])
     except (KeyError, ValueError, IndexError) as exc:
-        record["error"] = {"type": "bad_input", "status": None, "attempts": 0,
-                           "field": "template",
-                           "message": f"item {item.item_id}: template {template.name!r} "
-                                      f"failed to render: {exc}"}
-        log.warning("skipped %s", record["error"]["message"])
-        return record, None
-    record["prompt"] = messages
-    record["image"] = image.describe()
+        return _bad_input(record, f"template {template.name!r} failed to render: {exc}",
+                          "template"), None
+    record.prompt = messages
+    record.image = image.describe()
     return record, ChatRequest(item.item_id, messages, image.data_url, config.params,
                                item.letters, image.url_sha256, example_images)
 
 
+def _bad_input(record: SampleRecord, problem: str, field: str | None) -> SampleRecord:
+    """The record of an item that cannot be asked, logged as skipped."""
+    record.error = ErrorInfo.bad_input(record.item_id, problem, field)
+    log.warning("skipped %s", record.error.message)
+    return record
+
+
 async def _evaluate(item: Item, image, image_error: str | None, template: Template,
                     adapter: Adapter, config: RunConfig, policy: RetryPolicy,
-                    on_retry, pool: ExamplePool | None = None) -> dict[str, Any]:
+                    on_retry, pool: ExamplePool | None = None) -> SampleRecord:
     record, request = prepare_request(item, image, image_error, template, config, pool)
     if request is None:
         return record
@@ -742,9 +739,7 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
         response = await policy.call(lambda: adapter.complete(request),
                                      lambda exc: on_retry(item.item_id, exc))
     except AdapterError as exc:
-        record["error"] = exc.as_record()
-        if exc.fatal:
-            record["error"]["stopped_run"] = True
+        record.error = ErrorInfo.from_adapter(exc)
         log.warning("failed %s after %d attempt(s): %s", item.item_id, exc.attempts, exc.message)
         return record
     if len(response.text) > PARSE_IN_THREAD_CHARS:  # never stall the other requests
@@ -753,42 +748,34 @@ async def _evaluate(item: Item, image, image_error: str | None, template: Templa
     return answered(record, response, answer_mode=config.answer_mode)
 
 
-def base_record(item: Item, template: Template) -> dict[str, Any]:
+def base_record(item: Item, template: Template) -> SampleRecord:
     """The fields of a samples.jsonl record that come from the item and the template alone."""
-    return {
-        "item_id": item.item_id,
-        "image_id": item.image_id,
-        "dataset": item.dataset,
-        "question_type": item.question_type,
-        "template": template.name,
-        "template_sha256": template.sha256,
-        "options": item.option_map,
-        "gold": item.gold_letter,
-        "option_order": list(item.option_order) if item.option_order else None,
-        "rotation": item.rotation,
-        "data_warning": item.warning,
-        "error": None,
-    }
+    return SampleRecord(
+        item_id=item.item_id, image_id=item.image_id, dataset=item.dataset,
+        question_type=item.question_type, options=item.option_map, template=template.name,
+        template_sha256=template.sha256, gold=item.gold_letter,
+        option_order=list(item.option_order) if item.option_order else None,
+        rotation=item.rotation, data_warning=item.warning)
 
 
-def _watch_failures(record: dict[str, Any], progress: Progress, abort: list[str]) -> None:
+def _watch_failures(record: SampleRecord, progress: Progress, abort: list[str]) -> None:
     """Stop early when every request so far fails the same non-retryable way (wrong key, model)."""
-    err = record.get("error")
-    if not err:
+    err = record.error
+    if err is None:
         progress.successes += 1
         progress.same_failure = ("", 0)
         return
-    if err.get("stopped_run"):
-        abort.append(f"stopping: {err['message']}")
+    if err.stopped_run:
+        abort.append(f"stopping: {err.message}")
         return
-    if err["type"] == "bad_input" or progress.successes:
+    if err.type == "bad_input" or progress.successes:
         return
-    key = f"{err['type']}:{err.get('status')}:{err['message']}"
+    key = f"{err.type}:{err.status}:{err.message}"
     same, count = progress.same_failure
     progress.same_failure = (key, count + 1 if key == same else 1)
     if progress.same_failure[1] >= ABORT_AFTER_SAME_FAILURES:
         abort.append(f"stopping: the first {progress.same_failure[1]} requests all failed with "
-                     f"{err['message']} (check the model name, base URL and API key)")
+                     f"{err.message} (check the model name, base URL and API key)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -855,4 +842,7 @@ def prepare_output(out: Path, manifest: dict[str, Any], force: bool) -> set[str]
             raise InputError(f"{out} holds a run with a different configuration "
                            f"({', '.join(changed)} changed); use another --output, or --force "
                            "to start over")
-    return {r["item_id"] for r in read_samples(samples) if not r.get("error")}
+    try:
+        return answered_ids(samples)
+    except SamplesError as exc:
+        raise InputError(str(exc)) from None

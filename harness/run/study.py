@@ -20,7 +20,7 @@ from typing import Any
 from harness import config
 from harness.data.sources import resolve_source
 from harness.prompts import load_template
-from harness.report.results import SAMPLES, read_samples
+from harness.report.results import SAMPLES, answered_ids
 from harness.run.lock import FolderLocked, folder_locks
 from harness.run.runner import (
     InputError,
@@ -99,8 +99,7 @@ def cells(study: Study, output: Path, *, force: bool = False) -> list[dict[str, 
         total = count_requests(resolve_source(config.dataset, config.revision), config, 1)
         for name in names:
             folder = pipe.folder / name
-            done = ({r["item_id"] for r in read_samples(folder / SAMPLES) if not r.get("error")}
-                    if (folder / SAMPLES).exists() and not force else set())
+            done = set() if force else answered_ids(folder / SAMPLES)
             rows.append({"model": pipe.model.label, "spec": pipe.model.model, "template": name,
                          "answer_mode": pipe.answer_mode, "option_order": pipe.option_order,
                          "seed": pipe.seed, "server": pipe.model.server_key(),

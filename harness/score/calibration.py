@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.report.schema import SampleRecord
 from harness.score.scoring import group_order, paper_groups
 from harness.score.stats import N_RESAMPLES, _percentile_interval, cluster_codes
 
@@ -32,23 +33,23 @@ _CHUNK_CELLS = 2_000_000  # resamples × items held at once
 GROUP_HEADS = ("coarse", "fine", "question_type")
 
 
-def has_letter_probs(record: dict[str, Any]) -> bool:
+def has_letter_probs(record: SampleRecord) -> bool:
     """Whether a record can be scored for calibration (answered, with letter probabilities)."""
-    return not record.get("error") and isinstance(record.get("letter_probs"), dict)
+    return record.error is None and record.letter_probs is not None
 
 
 class ItemArrays:
     """The per-item quantities every metric is a weighted mean or sum of."""
 
-    def __init__(self, records: list[dict[str, Any]], n_bins: int = N_BINS):
+    def __init__(self, records: list[SampleRecord], n_bins: int = N_BINS):
         n = len(records)
-        width = max((len(r["options"]) for r in records), default=1)
+        width = max((len(r.options) for r in records), default=1)
         probs = np.full((n, width), -1.0)  # -1 pads: never the argmax, never a probability
         gold = np.empty(n, dtype=int)
         for i, r in enumerate(records):
-            letters = list(r["options"])
-            probs[i, :len(letters)] = [float(r["letter_probs"].get(k, 0.0)) for k in letters]
-            gold[i] = letters.index(r["gold"])
+            letters, letter_probs = list(r.options), r.letter_probs or {}
+            probs[i, :len(letters)] = [float(letter_probs.get(k, 0.0)) for k in letters]
+            gold[i] = letters.index(str(r.gold))
         real = np.where(probs < 0, 0.0, probs)
         rows = np.arange(n)
         predicted = probs.argmax(axis=1)  # first maximum: ties go to the letter listed first
@@ -60,7 +61,7 @@ class ItemArrays:
         onehot[rows, gold] = 1.0
         self.brier = ((real - onehot) ** 2).sum(axis=1)
         self.nll = -np.log(np.maximum(self.gold_prob, PROB_FLOOR))
-        self.letter_mass = np.array([float(r.get("letter_mass") or 0.0) for r in records])
+        self.letter_mass = np.array([float(r.letter_mass or 0.0) for r in records])
         self.n_bins = n_bins
         self.bin = np.minimum((self.confidence * n_bins).astype(int), n_bins - 1)
         self.order = np.argsort(-self.confidence, kind="stable")  # records come sorted by id
@@ -132,19 +133,19 @@ def risk_coverage(a: ItemArrays) -> dict[str, list[float]]:
     return {"coverage": (k / a.n).tolist(), "risk": (1 - np.cumsum(correct) / k).tolist()}
 
 
-def calibration_summary(records: list[dict[str, Any]], *, seed: int = 0, n_bins: int = N_BINS,
+def calibration_summary(records: list[SampleRecord], *, seed: int = 0, n_bins: int = N_BINS,
                         coverages: tuple[float, ...] = COVERAGES) -> dict[str, Any] | None:
     """summary.json's `calibration`: pooled and per question type, with clustered CIs; None when
     no record has letter probabilities."""
-    scored = [r for r in records if not r.get("error")]
-    items = sorted((r for r in scored if has_letter_probs(r)), key=lambda r: r["item_id"])
+    scored = [r for r in records if r.error is None]
+    items = sorted((r for r in scored if has_letter_probs(r)), key=lambda r: r.item_id)
     if not items:
         return None
     groups = {"all": list(range(len(items)))}
     groups.update({name: idx for name, idx in sorted(paper_groups(items).items(),
                                                      key=lambda kv: group_order(kv[0]))
                    if name.split("/")[0] in GROUP_HEADS})
-    images = np.array([r["image_id"] for r in items])
+    images = np.array([r.image_id for r in items])
     pooled = ItemArrays(items, n_bins)
     out: dict[str, Any] = {
         "n_items": len(items),
@@ -165,28 +166,28 @@ def calibration_summary(records: list[dict[str, Any]], *, seed: int = 0, n_bins:
     return out
 
 
-def answer_mode_summary(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+def answer_mode_summary(records: list[SampleRecord]) -> dict[str, Any] | None:
     """How the answer mode held up: replies outside the letters in `choice` mode (a server that
     ignores the constraint), items without letter probabilities and agreement of the argmax with
     the text in `logprobs` mode. None for a free-mode run."""
-    scored = [r for r in records if not r.get("error")]
-    modes = {r["answer_mode"] for r in scored if r.get("answer_mode")}
+    scored = [r for r in records if r.error is None]
+    modes = {r.answer_mode for r in scored if r.answer_mode}
     if not modes:
         return None
     out: dict[str, Any] = {"mode": ", ".join(sorted(modes)), "n_scored": len(scored)}
-    choice = [r for r in scored if r.get("answer_mode") == "choice"]
+    choice = [r for r in scored if r.answer_mode == "choice"]
     if choice:
-        broken = sum(1 for r in choice if not r.get("constraint_followed"))
+        broken = sum(1 for r in choice if not r.constraint_followed)
         out.update(n_constraint_violations=broken, constraint_violation_rate=broken / len(choice))
     with_probs = [r for r in scored if has_letter_probs(r)]
-    if any(r.get("answer_mode") == "logprobs" for r in scored):
+    if any(r.answer_mode == "logprobs" for r in scored):
         problems: dict[str, int] = {}
         for r in scored:
-            if r.get("answer_mode") == "logprobs" and not has_letter_probs(r):
-                reason = str(r.get("letter_probs_problem") or "unknown").split(": ")[-1]
+            if r.answer_mode == "logprobs" and not has_letter_probs(r):
+                reason = str(r.letter_probs_problem or "unknown").split(": ")[-1]
                 problems[reason] = problems.get(reason, 0) + 1
-        agree = [r["parsed"]["letter"] == r["extracted"] for r in with_probs
-                 if isinstance(r.get("parsed"), dict)]
+        agree = [r.parsed.get("letter") == r.extracted for r in with_probs
+                 if r.parsed is not None]
         out.update(n_with_letter_probs=len(with_probs),
                    n_without_letter_probs=len(scored) - len(with_probs),
                    without_letter_probs=problems,

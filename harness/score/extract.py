@@ -5,9 +5,11 @@ or a list of texts, lettered A, B, ...); an optional `gold` (a letter, or "none"
 that committed to no option) adds `correct`, and an optional `question` is shown to the judge.
 Each output line is the input line plus `extracted` and `rule`. A malformed line becomes
 `{"line": n, "error": ..., "text": the original line}` and the run goes on, so one bad record
-never loses the others. With a judge, the lines the rules leave invalid are asked about, a chunk
-of lines at a time, through the response cache; each asked line keeps the judge's `usage` as
-sent, and the summary sums it (priced by the shipped table).
+never loses the others, except a line with a `schema_version` newer than this harness reads (a
+samples.jsonl of a later harness, whose fields may mean something else): that stops it, and
+nothing is written. With a judge, the lines the rules leave invalid are asked about, a chunk of
+lines at a time, through the response cache; each asked line keeps the judge's `usage` as sent,
+and the summary sums it (priced by the shipped table).
 """
 from __future__ import annotations
 
@@ -21,9 +23,10 @@ from typing import Any, Iterator
 
 from harness.atomic import replaced_atomically
 from harness.data.items import LETTERS
+from harness.report.schema import NewerSchemaError, check_version
 from harness.run.cache import ResponseCache
 from harness.score.judge import RULE as JUDGE_RULE
-from harness.score.judge import Judge
+from harness.score.judge import Judge, needs_judge
 from harness.score.parsing import INVALID_PREFIX, parse_answer
 from harness.score.pricing import find_price, load_table
 from harness.score.usage import judge_usage, judge_usage_text
@@ -136,7 +139,8 @@ async def _extract_lines(reader, writer, stats: ExtractStats, judge: Judge | Non
         judge.use_cache(cache)
     try:
         for chunk in _chunks(enumerate(reader, 1)):
-            outs = [_extract_line(number, line, stats) for number, line in chunk if line.strip()]
+            outs = [_extract_line(f"{reader.name}:{number}", number, line, stats)
+                    for number, line in chunk if line.strip()]
             parsed = [out for out, ok in outs if ok]
             stats.correct_before_judge += sum(bool(out.get("correct")) for out in parsed)
             if judge:
@@ -157,11 +161,18 @@ def _chunks(lines: Iterator[tuple[int, str]]) -> Iterator[list[tuple[int, str]]]
         yield chunk
 
 
-def _extract_line(number: int, line: str, stats: ExtractStats) -> tuple[dict[str, Any], bool]:
-    """(output line, whether it was parsed)."""
+def _extract_line(where: str, number: int, line: str,
+                  stats: ExtractStats) -> tuple[dict[str, Any], bool]:
+    """(output line, whether it was parsed). A samples.jsonl line of a newer format than this
+    harness reads stops the extraction (NewerSchemaError): its fields may mean something else."""
     stats.lines += 1
     try:
-        return extract_record(json.loads(line)), True
+        data = json.loads(line)
+        if isinstance(data, dict) and "schema_version" in data:
+            check_version(data, where)
+        return extract_record(data), True
+    except NewerSchemaError:
+        raise
     except (json.JSONDecodeError, ValueError) as exc:
         stats.errors += 1
         reason = f"not valid JSON: {exc}" if isinstance(exc, json.JSONDecodeError) else str(exc)
@@ -169,11 +180,15 @@ def _extract_line(number: int, line: str, stats: ExtractStats) -> tuple[dict[str
 
 
 async def _judge_line(judge: Judge, out: dict[str, Any], stats: ExtractStats) -> None:
-    if await judge.review(out, out.get("question", ""),
-                                                 option_map(out["options"])):
-        stats.judge_asked += 1
-        stats.judge_errors += "error" in out["judge"]
-        stats.judge_calls.append(out["judge"])
+    if not needs_judge(out["rule"]):
+        return
+    verdict = await judge.verdict(str(out.get("item_id", out.get("id", ""))),
+                                  out.get("question", ""), option_map(out["options"]),
+                                  out["response"])
+    out.update(verdict.updates(out["rule"], out.get("gold"), "gold" in out))
+    stats.judge_asked += 1
+    stats.judge_errors += "error" in out["judge"]
+    stats.judge_calls.append(out["judge"])
 
 
 def _count(out: dict[str, Any], stats: ExtractStats) -> None:
@@ -216,9 +231,8 @@ def summary_text(stats: ExtractStats, target: Path) -> str:
         lines.append(f"judge: asked about {stats.judge_asked} invalid lines, decided {decided}, "
                      f"{stats.judge_errors} failed")
         model = stats.judge_calls[0]["model"]
-        judged = judge_usage([{"judge": j} for j in stats.judge_calls],
-                             find_price(model, load_table()))
-        lines.append(f"judge usage: {judge_usage_text({'judge_usage': judged})}")
+        judged = judge_usage(stats.judge_calls, find_price(model, load_table()))
+        lines.append(f"judge usage: {judge_usage_text(judged)}")
     lines += ["", f"Written to {target}"]
     return "\n".join(lines)
 

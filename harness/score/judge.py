@@ -14,10 +14,12 @@ added to the evaluated model's).
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from harness import config
 from harness.adapters import Adapter, AdapterError, ChatRequest, GenerationParams, create_adapter
+from harness.report.schema import ErrorInfo, JudgeSummary, SampleRecord
 from harness.run.cache import CachedAdapter, ResponseCache
 from harness.run.retry import RetryPolicy
 from harness.score.parsing import INVALID_PREFIX, clean, parse_answer
@@ -54,6 +56,34 @@ def judge_prompt(question: str, options: Mapping[str, str], response: str) -> st
         options="\n".join(f"{letter}) {option}" for letter, option in options.items()))
 
 
+def needs_judge(rule: str | None) -> bool:
+    """Whether the parser's verdict `rule` leaves a response for the judge (invalid, not empty)."""
+    return rule is not None and rule.startswith(INVALID_PREFIX) and rule not in SKIPPED
+
+
+@dataclass
+class Verdict:
+    """What the judge said about one response: `judge` as a record stores it (its model and
+    reply, or its error), its raw reply, and the option letter it named (None: none or failed)."""
+
+    judge: dict[str, Any]
+    raw: str | None
+    letter: str | None
+
+    def updates(self, rule: str | None, gold: str | None, graded: bool) -> dict[str, Any]:
+        """The fields of a judged record (a run's, or an `extract` line): the verdict, and when
+        it named a letter, the new reading (the parser's kept as `rule_before_judge`) and, if the
+        record is `graded` against `gold`, its correctness."""
+        out: dict[str, Any] = {"judge": self.judge}
+        if self.raw is not None:
+            out["judge_raw"] = self.raw
+        if self.letter is not None:
+            out.update(rule_before_judge=rule, extracted=self.letter, rule=RULE)
+            if graded:
+                out["correct"] = self.letter == gold
+        return out
+
+
 class Judge:
     """Asks `adapter` (cached like any model) about invalid responses, through the retry policy."""
 
@@ -72,35 +102,34 @@ class Judge:
         if identity is not None:
             self.adapter = CachedAdapter(self.adapter, cache, identity)
 
-    async def review(self, record: dict[str, Any], question: str,
-                     options: Mapping[str, str] | None = None) -> bool:
-        """Ask about `record` if the parser left it invalid, and write the outcome into it
-        (`options` default to the record's own); whether it was asked."""
-        if record.get("error") or not str(record["rule"]).startswith(INVALID_PREFIX) or (
-                record["rule"] in SKIPPED):
+    async def review(self, record: SampleRecord, question: str) -> bool:
+        """Ask about `record` if the parser left it invalid, and write the verdict into it;
+        whether it was asked."""
+        if record.error is not None or not needs_judge(record.rule):
             return False
-        options = record["options"] if options is None else options
-        prompt = judge_prompt(question, options, record["response"])
-        item = record.get("item_id", record.get("id", ""))
-        request = ChatRequest(f"judge:{item}",
+        verdict = await self.verdict(record.item_id, question, record.options,
+                                     record.response or "")
+        for name, value in verdict.updates(record.rule, record.gold, True).items():
+            setattr(record, name, value)
+        return True
+
+    async def verdict(self, item_id: str, question: str, options: Mapping[str, str],
+                      response: str) -> Verdict:
+        """What the judge says `response` committed to (asked through the retry policy)."""
+        prompt = judge_prompt(question, options, response)
+        request = ChatRequest(f"judge:{item_id}",
                               [{"role": "user", "content": [{"type": "text", "text": prompt}]}],
                               None, PARAMS, "".join(options))
         try:
             reply = await self.policy.call(lambda: self.adapter.complete(request))
         except AdapterError as exc:
-            record["judge"] = {"model": self.adapter.spec, "error": exc.as_record()}
-            return True
+            return Verdict({"model": self.adapter.spec,
+                            "error": ErrorInfo.from_adapter(exc).to_json()}, None, None)
         verdict = parse_answer(reply.text, options)
-        record["judge_raw"] = reply.text
-        record["judge"] = {"model": self.adapter.spec, "reply": reply.text, "rule": verdict.rule,
-                           "cached": reply.meta.get("cache") == "hit",
-                           "usage": reply.usage}  # as sent: summed apart from the model's
-        if verdict.valid:
-            record["rule_before_judge"] = record["rule"]
-            record.update({"extracted": verdict.letter, "rule": RULE})
-            if "gold" in record:
-                record["correct"] = verdict.letter == record["gold"]
-        return True
+        return Verdict({"model": self.adapter.spec, "reply": reply.text, "rule": verdict.rule,
+                        "cached": reply.meta.get("cache") == "hit",
+                        "usage": reply.usage},  # as sent: summed apart from the model's
+                       reply.text, verdict.letter)
 
     async def aclose(self) -> None:
         """Close the judge's adapter."""
@@ -116,22 +145,22 @@ def build_judge(spec: str, *, base_url: str | None = None, seed: int | None = 0,
     return Judge(adapter, RetryPolicy(max_attempts=max_attempts))
 
 
-def judge_summary(records: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+def judge_summary(records: Iterable[SampleRecord]) -> JudgeSummary | None:
     """Accuracy and invalid rate without and with the judge; None when no judge was asked."""
-    scored = [r for r in records if not r.get("error")]
-    asked = [r for r in scored if "judge" in r]
+    scored = [r for r in records if r.error is None]
+    asked = [r.judge for r in scored if r.judge is not None]
     if not asked:
         return None
-    decided = sum(r["rule"] == RULE for r in scored)
-    correct_with = sum(bool(r["correct"]) for r in scored)
-    correct_by_judge = sum(bool(r["correct"]) for r in scored if r["rule"] == RULE)
-    invalid_with = sum(str(r["rule"]).startswith(INVALID_PREFIX) for r in scored)
+    decided = sum(r.rule == RULE for r in scored)
+    correct_with = sum(bool(r.correct) for r in scored)
+    correct_by_judge = sum(bool(r.correct) for r in scored if r.rule == RULE)
+    invalid_with = sum(str(r.rule).startswith(INVALID_PREFIX) for r in scored)
     n = len(scored)
     return {
-        "model": asked[0]["judge"]["model"],
+        "model": asked[0]["model"],
         "n_asked": len(asked),
         "n_decided": decided,
-        "n_errors": sum("error" in r["judge"] for r in asked),
+        "n_errors": sum("error" in judged for judged in asked),
         "without": {"accuracy": (correct_with - correct_by_judge) / n,
                     "invalid_rate": (invalid_with + decided) / n},
         "with": {"accuracy": correct_with / n, "invalid_rate": invalid_with / n},

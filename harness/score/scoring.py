@@ -5,8 +5,9 @@ robust parser finds invalid count as wrong, and their rate is reported.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter, defaultdict
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Sequence, cast
 
 import numpy as np
 
@@ -18,6 +19,17 @@ from harness.data.items import (
     QUESTION_TYPES,
 )
 from harness.data.options_order import ROTATION_SEP
+from harness.report.schema import (
+    SCHEMA_VERSION,
+    Circular,
+    LetterBias,
+    LetterCounts,
+    RuleStat,
+    SampleRecord,
+    Scorers,
+    Stat,
+    Summary,
+)
 from harness.score.parsing import INVALID_PREFIX
 from harness.score.stats import cluster_bootstrap, cluster_codes, item_bootstrap, wilson_interval
 
@@ -27,7 +39,9 @@ WILSON_BELOW_IMAGES = 20
 CLUSTER_CI_METHOD = (f"percentile bootstrap over images; Wilson score interval (n = images) for "
                      f"groups of fewer than {WILSON_BELOW_IMAGES} images")
 
-SCORERS = {"official": "correct_official", "robust": "correct"}
+# Each scorer's verdict on a record: the paper's check_prediction, or the robust parser's letter.
+SCORERS: dict[str, Callable[[SampleRecord], bool]] = {
+    "official": lambda r: bool(r.correct_official), "robust": lambda r: bool(r.correct)}
 
 
 def official_correct(response: str, gold_letter: str, gold_text: str) -> bool:
@@ -37,12 +51,11 @@ def official_correct(response: str, gold_letter: str, gold_text: str) -> bool:
     return f"{gold_letter}) {gold_text}" in response or response[:1] == gold_letter
 
 
-def _stat(correct: np.ndarray, images: np.ndarray, chances: np.ndarray,
-          seed: int) -> dict[str, Any]:
+def _stat(correct: np.ndarray, images: np.ndarray, chances: np.ndarray, seed: int) -> Stat:
     out: dict[str, Any] = item_bootstrap(correct, seed=seed)
     out.update(clustered_interval(correct, images, seed))
     out["chance"] = float(chances.mean()) if chances.size else None
-    return out
+    return cast(Stat, out)
 
 
 def clustered_interval(correct: np.ndarray, images: np.ndarray, seed: int) -> dict[str, Any]:
@@ -56,16 +69,16 @@ def clustered_interval(correct: np.ndarray, images: np.ndarray, seed: int) -> di
             "cluster_ci_method": "percentile" if k else None}
 
 
-def chance(record: dict[str, Any]) -> float:
-    """Expected accuracy of uniform guessing on this item (circular items carry their own)."""
-    return record["chance"] if "chance" in record else 1 / len(record["options"])
+def chance(record: SampleRecord) -> float:
+    """Expected accuracy of uniform guessing on this item."""
+    return 1 / len(record.options)
 
 
-def paper_groups(scored: list[dict[str, Any]]) -> dict[str, list[int]]:
+def paper_groups(scored: Sequence[SampleRecord]) -> dict[str, list[int]]:
     """The paper's pooled groups, keyed by a stable name: positions of their records in `scored`."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, r in enumerate(scored):
-        qt, ds = r["question_type"], r["dataset"]
+        qt, ds = r.question_type, r.dataset
         fine = qt == FINE_TYPE
         if fine and ds not in FINE_TOTAL_EXCLUDED:
             groups["fine"].append(i)
@@ -87,37 +100,42 @@ def group_order(name: str) -> tuple:
     return rank, qt_rank, sub
 
 
-def _scorers(scored: list[dict[str, Any]], seed: int) -> dict[str, Any]:
-    """Accuracy, both CIs and chance for every group, for each scorer (arrays built once)."""
+def _scorers(scored: Sequence[SampleRecord], seed: int,
+             chances: np.ndarray | None = None) -> Scorers:
+    """Accuracy, both CIs and chance for every group, for each scorer (arrays built once);
+    `chances`: each record's chance, when not 1/(number of options)."""
     groups = paper_groups(scored)
-    images = cluster_codes(np.array([r["image_id"] for r in scored]))
-    chances = np.array([chance(r) for r in scored], dtype=float)
-    out: dict[str, Any] = {}
-    for scorer, key in SCORERS.items():
-        correct = np.array([bool(r[key]) for r in scored], dtype=float)
+    images = cluster_codes(np.array([r.image_id for r in scored]))
+    if chances is None:
+        chances = np.array([chance(r) for r in scored], dtype=float)
+    out: Scorers = {}
+    for scorer, verdict in SCORERS.items():
+        correct = np.array([verdict(r) for r in scored], dtype=float)
         out[scorer] = {name: _stat(correct[idx], images[idx], chances[idx], seed)
                        for name, idx in ((n, np.array(groups[n], dtype=int))
                                          for n in sorted(groups, key=group_order))}
     return out
 
 
-def summarize(records: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, Any]:
-    """Everything summary.json holds, computed from per-sample records alone."""
-    records = sorted(records, key=lambda r: r["item_id"])  # order-free: same items, same numbers
-    scored = [r for r in records if not r.get("error")]
-    errors = Counter(r["error"]["type"] for r in records if r.get("error"))
-    skipped = Counter(r["error"].get("field") or "unknown" for r in records
-                      if r.get("error") and r["error"]["type"] == "bad_input")
-    warnings = sum(1 for r in scored if r.get("data_warning"))
+def summarize(records: Iterable[SampleRecord], *, seed: int = 0) -> Summary:
+    """What summary.json holds about the answers, computed from per-sample records alone (the
+    sections `report.finalize` adds come from the same records)."""
+    records = sorted(records, key=lambda r: r.item_id)  # order-free: same items, same numbers
+    scored = [r for r in records if r.error is None]
+    failed = [r.error for r in records if r.error is not None]
+    errors = Counter(e.type for e in failed)
+    skipped = Counter(e.field or "unknown" for e in failed if e.type == "bad_input")
+    warnings = sum(1 for r in scored if r.data_warning)
     scorers = _scorers(scored, seed)
-    rules: dict[str, dict[str, Any]] = {}
+    rules: dict[str, RuleStat] = {}
     by_rule: dict[str, list[bool]] = defaultdict(list)
     for r in scored:
-        by_rule[r["rule"]].append(bool(r["correct"]))
+        by_rule[str(r.rule)].append(bool(r.correct))
     for rule, values in sorted(by_rule.items(), key=lambda kv: -len(kv[1])):
         rules[rule] = {"n": len(values), "accuracy": float(np.mean(values))}
-    invalid = sum(1 for r in scored if str(r["rule"]).startswith(INVALID_PREFIX))
-    summary = {
+    invalid = sum(1 for r in scored if str(r.rule).startswith(INVALID_PREFIX))
+    summary: Summary = {
+        "schema_version": SCHEMA_VERSION,
         "n_records": len(records),
         "n_scored": len(scored),
         "n_errors": sum(errors.values()),
@@ -131,59 +149,60 @@ def summarize(records: Iterable[dict[str, Any]], *, seed: int = 0) -> dict[str, 
         "letter_bias": letter_bias(scored),
         "bootstrap": {"method": "basic", "n_resamples": 1000, "seed": seed, "alpha": 0.05,
                       "clustered_method": CLUSTER_CI_METHOD},
+        # Answers cut short (length) or filtered by the provider (content_filter) are scored as
+        # they are, and counted here; so are answers from which the API key was removed.
+        "finish_reasons": dict(Counter(str(r.finish_reason) for r in scored
+                                       if r.finish_reason not in (None, "stop"))),
+        "n_redacted": sum(1 for r in scored if r.redacted),
     }
-    # Answers cut short (length) or filtered by the provider (content_filter) are scored as they
-    # are, and counted here; so are answers from which the API key was removed.
-    summary["finish_reasons"] = dict(Counter(r.get("finish_reason") for r in scored
-                                             if r.get("finish_reason") not in (None, "stop")))
-    summary["n_redacted"] = sum(1 for r in scored if r.get("redacted"))
-    if any(r.get("rotation") is not None for r in records):
+    if any(r.rotation is not None for r in records):
         summary["circular"] = circular(records, seed)
     return summary
 
 
-def letter_bias(scored: list[dict[str, Any]]) -> dict[str, Any]:
+def letter_bias(scored: Sequence[SampleRecord]) -> LetterBias:
     """How often each letter is the gold answer, is predicted, and is predicted rightly.
 
     A model that favours a position predicts its letter far more often than it is gold.
     """
-    letters: dict[str, dict[str, int]] = defaultdict(lambda: {"gold": 0, "predicted": 0,
-                                                               "correct": 0})
+    letters: dict[str, LetterCounts] = defaultdict(lambda: {"gold": 0, "predicted": 0,
+                                                             "correct": 0})
     for r in scored:
-        if r.get("gold"):
-            letters[r["gold"]]["gold"] += 1
-        if r.get("extracted"):
-            letters[r["extracted"]]["predicted"] += 1
-            letters[r["extracted"]]["correct"] += bool(r["correct"])
+        if r.gold:
+            letters[r.gold]["gold"] += 1
+        if r.extracted:
+            letters[r.extracted]["predicted"] += 1
+            letters[r.extracted]["correct"] += bool(r.correct)
     return {"letters": dict(sorted(letters.items())),
-            "invalid": sum(1 for r in scored if not r.get("extracted"))}
+            "invalid": sum(1 for r in scored if not r.extracted)}
 
 
-def circular(records: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+def circular(records: list[SampleRecord], seed: int) -> Circular:
     """CircularEval: an item is right only if every rotation of its options is.
 
     Items with a failed rotation are left out (counted as incomplete). Chance is the probability
     that uniform guessing gets all n rotations of an n-option item right, (1/n)^n.
     """
-    rotations: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    rotations: dict[str, list[SampleRecord]] = defaultdict(list)
     for r in records:
-        rotations[r["item_id"].split(ROTATION_SEP)[0]].append(r)
-    whole, incomplete = [], 0
+        rotations[r.item_id.split(ROTATION_SEP)[0]].append(r)
+    whole, chances, incomplete = [], [], 0
     for rows in rotations.values():
-        n = len(rows[0]["options"])
-        if len(rows) < n or any(r.get("error") for r in rows):
+        n = len(rows[0].options)
+        if len(rows) < n or any(r.error is not None for r in rows):
             incomplete += 1
             continue
-        whole.append({**rows[0], "chance": (1 / n) ** n,
-                      **{key: all(r[key] for r in rows) for key in SCORERS.values()}})
+        whole.append(dataclasses.replace(rows[0], correct=all(r.correct for r in rows),
+                                         correct_official=all(r.correct_official for r in rows)))
+        chances.append((1 / n) ** n)
     per_rotation: dict[int, list[bool]] = defaultdict(list)
     for r in records:
-        if not r.get("error"):
-            per_rotation[r["rotation"]].append(bool(r["correct"]))
+        if r.error is None:
+            per_rotation[r.rotation or 0].append(bool(r.correct))
     return {
         "n_items": len(whole),
         "n_incomplete": incomplete,
-        "scorers": _scorers(whole, seed),
+        "scorers": _scorers(whole, seed, np.array(chances, dtype=float)),
         "per_rotation": {str(k): {"n": len(v), "accuracy": float(np.mean(v))}
                          for k, v in sorted(per_rotation.items())},
     }

@@ -7,10 +7,18 @@ requests are summed the same way but apart (`judge_usage`), with the judge's own
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, TypeGuard
+from typing import Any, Iterable, NamedTuple, TypeGuard
 
 import numpy as np
 
+from harness.report.schema import (
+    JudgeUsage,
+    Latency,
+    SampleRecord,
+    Summary,
+    Usage,
+    UsageSummary,
+)
 from harness.score.pricing import Price
 
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens")
@@ -40,46 +48,74 @@ def _count(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def record_cost(record: dict[str, Any], price: Price | None) -> float | None:
-    """USD of one record's request (batch-priced when it went through a batch), or None."""
-    counts = usage_counts(record.get("usage"))
-    if price is None or counts is None or record.get("cached"):
+class Request(NamedTuple):
+    """What one request's usage and cost are summed from: a record's, or the judge's about it."""
+
+    usage: Any  # the server's `usage` object, untouched
+    cached: bool = False  # answered from the response cache: it cost nothing in this run
+    failed: bool = False
+    latency_s: float | None = None
+    batch: bool = False  # priced at the Batch API's rate
+
+
+def _record_request(record: SampleRecord) -> Request:
+    return Request(record.usage, record.cached, record.error is not None, record.latency_s,
+                   bool(record.batch_id))
+
+
+def _judge_request(judged: dict[str, Any]) -> Request:
+    """A record's (or `extract` line's) `judge`: its usage as sent; no latency is recorded."""
+    return Request(judged.get("usage"), bool(judged.get("cached")), "error" in judged)
+
+
+def _cost(request: Request, price: Price | None) -> float | None:
+    """USD of one request (batch-priced when it went through a batch), or None."""
+    counts = usage_counts(request.usage)
+    if price is None or counts is None or request.cached:
         return None
     return price.cost(counts["prompt_tokens"], counts["completion_tokens"],
-                      counts["cached_tokens"], batch=bool(record.get("batch_id")))
+                      counts["cached_tokens"], batch=request.batch)
 
 
-def usage_summary(records: Iterable[dict[str, Any]], price: Price | None) -> dict[str, Any]:
+def usage_summary(records: Iterable[SampleRecord], price: Price | None) -> UsageSummary:
     """summary.json's `usage`, `latency_s`, `cost_usd` and `pricing`."""
+    return _summed(map(_record_request, records), price)
+
+
+def _summed(requests: Iterable[Request], price: Price | None) -> UsageSummary:
     totals = dict.fromkeys(USAGE_FIELDS, 0)
-    requests = without = hits = 0
+    n = without = hits = 0
     cost = 0.0
     latencies = []
-    for r in records:
-        if r.get("error"):
+    for r in requests:
+        if r.failed:
             continue
-        if r.get("cached"):
+        if r.cached:
             hits += 1
             continue
-        requests += 1
-        if isinstance(r.get("latency_s"), (int, float)):
-            latencies.append(float(r["latency_s"]))
-        counts = usage_counts(r.get("usage"))
+        n += 1
+        if r.latency_s is not None:
+            latencies.append(float(r.latency_s))
+        counts = usage_counts(r.usage)
         if counts is None:
             without += 1
             continue
         for name in USAGE_FIELDS:
             totals[name] += counts[name]
         if price is not None:
-            cost += record_cost(r, price) or 0.0  # never None here: priced, counted, not cached
-    latency = None
+            cost += _cost(r, price) or 0.0  # never None here: priced, counted, not cached
+    latency: Latency | None = None
     if latencies:
         p50, p90, p99 = np.percentile(np.array(latencies), [50, 90, 99])
         latency = {"n": len(latencies), "p50": round(float(p50), 4), "p90": round(float(p90), 4),
                    "p99": round(float(p99), 4)}
+    usage: Usage = {"requests": n, "prompt_tokens": totals["prompt_tokens"],
+                    "completion_tokens": totals["completion_tokens"],
+                    "cached_tokens": totals["cached_tokens"],
+                    "reasoning_tokens": totals["reasoning_tokens"],
+                    "requests_without_usage": without, "cache_hits": hits}
     return {
-        "usage": {"requests": requests, **totals, "requests_without_usage": without,
-                  "cache_hits": hits},
+        "usage": usage,
         "latency_s": latency,
         "cost_usd": None if price is None else round(cost, 6),
         "cost_complete": price is not None and without == 0,
@@ -87,19 +123,20 @@ def usage_summary(records: Iterable[dict[str, Any]], price: Price | None) -> dic
     }
 
 
-def judge_usage(records: Iterable[dict[str, Any]], price: Price | None
-                ) -> dict[str, Any] | None:
+def judge_usage(judged: Iterable[dict[str, Any]], price: Price | None) -> JudgeUsage | None:
     """summary.json's `judge_usage`: the judge's requests, tokens and cost, summed as the model's
-    are (`usage_summary` over each record's `judge`) but apart from them; None without a judge."""
-    asked = [r["judge"] for r in records if isinstance(r.get("judge"), dict)]
+    are but apart from them, over the `judge` of each record (or `extract` line) it was asked
+    about; None without a judge."""
+    asked = list(judged)
     if not asked:
         return None
-    summary = usage_summary(asked, price)
-    del summary["latency_s"]  # the judge's latency is not recorded
-    return {"model": asked[0].get("model"), **summary}
+    summary = _summed((_judge_request(j) for j in asked), price)
+    return {"model": asked[0].get("model"), "usage": summary["usage"],  # no latency recorded
+            "cost_usd": summary["cost_usd"], "cost_complete": summary["cost_complete"],
+            "pricing": summary["pricing"]}
 
 
-def estimate_check(estimate: Any, usage: dict[str, Any]) -> dict[str, Any] | None:
+def estimate_check(estimate: Any, usage: Usage) -> dict[str, Any] | None:
     """The --dry-run estimate beside what the server reported, per request: the way to settle
     which image-token reading (upscale or not) the provider applies."""
     try:
@@ -114,7 +151,7 @@ def estimate_check(estimate: Any, usage: dict[str, Any]) -> dict[str, Any] | Non
             "image_token_rule": rule.get("name"), "upscale_short_side": rule.get("upscale_short_side")}
 
 
-def usage_text(summary: dict[str, Any]) -> str | None:
+def usage_text(summary: Summary) -> str | None:
     """One line for summary.md and the report: requests, tokens, latency, cost."""
     usage = summary.get("usage")
     if not usage:
@@ -132,17 +169,17 @@ def usage_text(summary: dict[str, Any]) -> str | None:
     return "; ".join(parts) + "."
 
 
-def judge_usage_text(summary: dict[str, Any]) -> str | None:
-    """The judge's line for summary.md, the report and `ubench extract`: its own requests, tokens
-    and cost, beside (never inside) the evaluated model's."""
-    judged = summary.get("judge_usage")
+def judge_usage_text(judged: JudgeUsage | None) -> str | None:
+    """The judge's line for summary.md, the report and `ubench extract` (from summary.json's
+    `judge_usage`): its own requests, tokens and cost, beside (never inside) the evaluated
+    model's."""
     if not judged:
         return None
     parts = [*_counts(judged["usage"]), cost_text(judged["cost_usd"], judged["cost_complete"])]
     return f"{judged['model']}: " + "; ".join(parts) + "."
 
 
-def _counts(usage: dict[str, Any]) -> list[str]:
+def _counts(usage: Usage) -> list[str]:
     """Requests and tokens of a `usage` block, in words."""
     parts = [f"{usage['requests']} requests", f"{usage['prompt_tokens']:,} prompt tokens "
              f"({usage['cached_tokens']:,} cached)", f"{usage['completion_tokens']:,} completion "
