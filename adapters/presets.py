@@ -22,6 +22,7 @@ class Capabilities:
     harness.run.runner.check_answer_mode)."""
     logprobs: bool = True  # returns token logprobs (--answer-mode logprobs)
     batch_api: bool = True  # OpenAI's Files and Batches endpoints, as --batch drives them
+    server: bool = True  # reached over HTTP (False: a local backend; no server options apply)
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 # runner reads --export-batch's files); the local backends call no API.
 _UNPRESET: dict[str, Capabilities] = {
     "vllm": Capabilities(batch_api=False),
-    "transformers": Capabilities(batch_api=False),
-    "random": Capabilities(logprobs=False, batch_api=False),
+    "transformers": Capabilities(batch_api=False, server=False),
+    "random": Capabilities(logprobs=False, batch_api=False, server=False),
 }
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 from typing import Any, Callable, Mapping
 
 from harness.adapters import split_spec
-from harness.adapters.presets import PRESETS, is_reasoning_model
+from harness.adapters.presets import PRESETS, capabilities, is_reasoning_model
 
 # (option's parameter name, its flag, why it is ignored given every value, or None)
 Rule = tuple[str, str, Callable[[Mapping[str, Any]], "str | None"]]
-LOCAL = ("random", "transformers")  # providers that send no request to a server
 
 
 def _provider(v: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -29,7 +28,7 @@ def _local(v: Mapping[str, Any]) -> str | None:
     """The options of an HTTP request mean nothing to a model that is not behind a server."""
     spec = _provider(v)
     return f"with --model {v['model']} (it sends no request to a server)" \
-        if spec and spec[0] in LOCAL else None
+        if spec and not capabilities(spec[0]).server else None
 
 
 def _not_online(v: Mapping[str, Any]) -> str | None:
