@@ -8,7 +8,13 @@ import pytest
 
 from harness.report.schema import SampleRecord
 from harness.score.scoring import summarize
-from harness.score.stats import cluster_bootstrap, holm, item_bootstrap, paired_test
+from harness.score.stats import (
+    cluster_bootstrap,
+    holm,
+    image_resamples,
+    item_bootstrap,
+    paired_test,
+)
 
 
 def test_cluster_bootstrap_by_hand_is_wider_than_the_item_bootstrap():
@@ -56,6 +62,23 @@ def test_cluster_bootstrap_matches_naive_resampling_of_images():
     assert fast["ci_low"] == pytest.approx(lo, abs=0.01)
     assert fast["ci_high"] == pytest.approx(hi, abs=0.01)
     assert cluster_bootstrap(values, images, seed=9) == cluster_bootstrap(values, images, seed=9)
+
+
+def test_image_resamples_draw_the_same_images_however_they_are_chunked():
+    # the calibration CIs bound their memory by chunking; the spread and the accuracy CI do not:
+    # with one seed all of them must see the same resamples
+    def draws(row_cells):
+        rng = np.random.default_rng(4)
+        return np.concatenate(list(image_resamples(rng, np.ones(50, dtype=int), 1000,
+                                                   row_cells=row_cells)))
+    whole, chunked = draws(1), draws(2_000_000 // 7)  # one chunk; chunks of 7 rows
+    assert whole.shape == (1000, 50) and (whole.sum(axis=1) == 50).all()
+    assert np.array_equal(whole, chunked)
+    # pooled groups of interchangeable images draw k images in all, in proportion to their size
+    grouped = np.concatenate(list(image_resamples(np.random.default_rng(4), np.array([10, 40]),
+                                                  4000, row_cells=2)))
+    assert (grouped.sum(axis=1) == 50).all()
+    assert grouped[:, 0].mean() == pytest.approx(10, rel=0.05)
 
 
 def test_paired_test_is_mcnemars_exact_test_with_one_question_per_image():

@@ -24,12 +24,11 @@ import numpy as np
 
 from harness.report.schema import SampleRecord
 from harness.score.scoring import group_order, paper_groups
-from harness.score.stats import N_RESAMPLES, _percentile_interval, cluster_codes
+from harness.score.stats import N_RESAMPLES, _percentile_interval, cluster_codes, image_resamples
 
 N_BINS = 15
 COVERAGES = (1.0, 0.9, 0.8, 0.5)
 PROB_FLOOR = 1e-12
-_CHUNK_CELLS = 2_000_000  # resamples × items held at once
 GROUP_HEADS = ("coarse", "fine", "question_type")
 
 
@@ -99,13 +98,10 @@ def _with_cis(a: ItemArrays, images: np.ndarray, seed: int,
     point = point_metrics(a, coverages)
     codes = cluster_codes(images)
     k = int(codes.max()) + 1
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _CHUNK_CELLS // max(a.n, 1))
     draws: dict[str, list[np.ndarray]] = {name: [] for name in point}
-    for start in range(0, N_RESAMPLES, chunk):
-        size = min(chunk, N_RESAMPLES - start)
-        counts = rng.multinomial(k, np.full(k, 1 / k), size=size).astype(float)
-        for name, values in _metrics(a, counts[:, codes], coverages).items():
+    for counts in image_resamples(np.random.default_rng(seed), np.ones(k, dtype=int),
+                                  N_RESAMPLES, row_cells=a.n):
+        for name, values in _metrics(a, counts[:, codes].astype(float), coverages).items():
             draws[name].append(values)
     out = {}
     for name, value in point.items():

@@ -5,18 +5,20 @@
 leave [0, 1] on small groups (6 questions at 16.7% give −16.7% to 33.3%), so everything else uses
 intervals that cannot: several questions share one micrograph, so `cluster_bootstrap` resamples
 whole images and takes the percentile interval (honest, wider), and `wilson_interval` serves groups
-too small for a bootstrap to mean much. `paired_test` compares two runs on the same items
-by swapping their answers image by image (exact; McNemar's exact test when every image has one
-question), and `holm` adjusts a family of p-values.
+too small for a bootstrap to mean much. Every by-image bootstrap (this one, the spread across
+templates, the calibration metrics) draws its resamples from `image_resamples`. `paired_test`
+compares two runs on the same items by swapping their answers image by image (exact; McNemar's
+exact test when every image has one question), and `holm` adjusts a family of p-values.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 N_RESAMPLES = 1000
 ALPHA = 0.05  # significance level of every paired comparison, after Holm
+CHUNK_CELLS = 2_000_000  # numbers a chunk of bootstrap resamples may hold at once
 
 
 def _basic_interval(mean: float, resampled: np.ndarray, alpha: float) -> tuple[float, float]:
@@ -67,6 +69,24 @@ def cluster_codes(clusters: np.ndarray) -> np.ndarray:
     return np.unique(np.asarray(clusters), return_inverse=True)[1].reshape(-1)
 
 
+def image_resamples(rng: np.random.Generator, group_sizes: np.ndarray, n_resamples: int, *,
+                    row_cells: int) -> Iterator[np.ndarray]:
+    """The by-image bootstrap: `n_resamples` draws of k images with replacement (k = the sum of
+    `group_sizes`), yielded in chunks of rows, each row counting how often each group was drawn.
+
+    Images that are interchangeable for a statistic may share a group (`group_sizes[j]` images):
+    a multinomial over the groups draws as one over the images summed within groups, with far
+    fewer cells; all ones resamples every image. `row_cells` is how many numbers the caller makes
+    of one row, so a chunk holds at most CHUNK_CELLS of them. The draws do not depend on the
+    chunking, so every caller with the same seed and images resamples the same images.
+    """
+    group_sizes = np.asarray(group_sizes)
+    k = int(group_sizes.sum())
+    chunk = max(1, CHUNK_CELLS // max(row_cells, 1))
+    for start in range(0, n_resamples, chunk):
+        yield rng.multinomial(k, group_sizes / k, size=min(chunk, n_resamples - start))
+
+
 def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, *,
                       n_resamples: int = N_RESAMPLES, seed: int = 0,
                       alpha: float = 0.05) -> dict[str, Any]:
@@ -88,8 +108,9 @@ def cluster_bootstrap(values: np.ndarray, clusters: np.ndarray, *,
     sizes = np.bincount(codes, minlength=k).astype(float)
     types, counts = np.unique(np.stack([sums, sizes]), axis=1, return_counts=True)
     rng = np.random.default_rng(seed)
-    draws = rng.multinomial(k, counts / k, size=n_resamples).astype(float)
-    resampled = (draws @ types[0]) / (draws @ types[1])
+    resampled = np.concatenate([(draws @ types[0]) / (draws @ types[1]) for draws in (
+        d.astype(float) for d in image_resamples(rng, counts, n_resamples,
+                                                 row_cells=2 * counts.size))])
     mean = float(sums.sum() / sizes.sum())
     low, high = _percentile_interval(resampled, alpha)
     return {"n_clusters": k, "mean": mean, "ci_low": low, "ci_high": high}
@@ -182,8 +203,8 @@ def spread_bootstrap(outcomes: np.ndarray, clusters: np.ndarray, *,
     accuracy = sums.sum(axis=1) / sizes.sum()
     rng = np.random.default_rng(seed)
     spreads = []
-    for start in range(0, n_resamples, 100):  # 100 resamples at a time bounds the memory
-        draws = rng.multinomial(k, np.full(k, 1 / k), size=min(100, n_resamples - start))
+    for draws in image_resamples(rng, np.ones(k, dtype=int), n_resamples,
+                                 row_cells=k + len(sums)):
         resampled = (draws @ sums.T) / (draws @ sizes)[:, None]
         spreads.append(resampled.max(axis=1) - resampled.min(axis=1))
     low, high = _percentile_interval(np.concatenate(spreads), alpha)
