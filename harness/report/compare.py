@@ -19,6 +19,7 @@ from harness.report.compare_calibration import (
     calibration_html,
     calibration_markdown,
 )
+from harness.report.paired import differences, holm_adjust, shared_items
 from harness.report.results import (
     MANIFEST,
     SAMPLES,
@@ -32,7 +33,7 @@ from harness.report.schema import NewerSchemaError, SampleRecord
 from harness.report.tables import pct
 from harness.score.pricing import manifest_price
 from harness.score.scoring import SCORERS, chance, group_order, paper_groups
-from harness.score.stats import ALPHA, cluster_bootstrap, cluster_codes, holm, paired_test
+from harness.score.stats import ALPHA, cluster_codes, paired_test
 from harness.score.usage import usage_summary
 
 COMPARE_MD = "compare.md"
@@ -71,6 +72,26 @@ def load_run(path: Path, label: str) -> Run:
     return Run(label, path, manifest, scored)
 
 
+def comparable(runs: list[Run], *, allow_mixed: bool = False) -> list[str]:
+    """The items every run scored; a CompareError when the runs used different dataset revisions
+    (unless `allow_mixed`) or share no scored item."""
+    revisions = {run.label: run.manifest["dataset"]["revision"] for run in runs}
+    if len(set(revisions.values())) > 1 and not allow_mixed:
+        raise CompareError("the runs used different dataset revisions ("
+                           + ", ".join(f"{k}: {v}" for k, v in revisions.items())
+                           + "); pass --allow-mixed to compare them anyway")
+    shared = shared_items(run.scored for run in runs)
+    if not shared:
+        raise CompareError("the runs share no scored items")
+    return shared
+
+
+def outcome_matrix(runs: list[Run], items: list[str], scorer: str) -> np.ndarray:
+    """Whether each run (row) got each item (column) right by `scorer`, as 0/1."""
+    verdict = SCORERS[scorer]
+    return np.array([[verdict(run.scored[i]) for i in items] for run in runs], dtype=int)
+
+
 def _labels(paths: list[Path]) -> list[str]:
     """Folder names, or the paths as given where two runs share a folder name."""
     names = [Path(p).name for p in paths]
@@ -83,40 +104,25 @@ def compare(paths: list[Path], *, scorer: str = "robust", allow_mixed: bool = Fa
     if len(paths) < 2:
         raise CompareError("compare needs at least two run folders")
     runs = [load_run(p, label) for p, label in zip(paths, _labels(paths))]
-    revisions = {run.label: run.manifest["dataset"]["revision"] for run in runs}
-    if len(set(revisions.values())) > 1 and not allow_mixed:
-        raise CompareError("the runs used different dataset revisions ("
-                           + ", ".join(f"{k}: {v}" for k, v in revisions.items())
-                           + "); pass --allow-mixed to compare them anyway")
-    shared = sorted(set.intersection(*(set(run.scored) for run in runs)))
-    if not shared:
-        raise CompareError("the runs share no scored items")
-    verdict = SCORERS[scorer]
-    outcomes = np.array([[verdict(run.scored[i]) for i in shared] for run in runs], dtype=int)
+    shared = comparable(runs, allow_mixed=allow_mixed)
+    outcomes = outcome_matrix(runs, shared, scorer)
     reference = [runs[0].scored[i] for i in shared]
     images = cluster_codes(np.array([r.image_id for r in reference]))
     chances = np.array([chance(r) for r in reference])
 
     groups = paper_groups(reference)
+    labels = [run.label for run in runs]
     rows = []
     for name in sorted(groups, key=group_order):
         idx = np.array(groups[name], dtype=int)
-        base = outcomes[0, idx]
-        differences = []
-        for run, other in zip(runs[1:], outcomes[1:, idx]):
-            ci = cluster_bootstrap(other - base, images[idx], seed=seed)
-            differences.append({"run": run.label, "difference": ci["mean"],
-                                "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
-                                "p": paired_test(other, base, images[idx])})
         rows.append({"group": name, "n": int(idx.size),
                      "n_images": int(np.unique(images[idx]).size),
                      "accuracy": outcomes[:, idx].mean(axis=1).tolist(),
                      "chance": float(chances[idx].mean()),
-                     "differences": differences})
+                     "differences": differences(outcomes, images, idx, labels, paired_test,
+                                                seed)})
     tests = [d for row in rows for d in row["differences"]]
-    for d, adjusted in zip(tests, holm([d["p"] for d in tests])):
-        d["p_holm"] = adjusted
-        d["significant"] = adjusted < ALPHA
+    holm_adjust(tests)
     calibration = calibration_comparison(runs, shared, seed)
     return {
         "scorer": scorer,

@@ -5,10 +5,12 @@ resamples images and a sign-flip test by image, Holm-adjusted over the Brier tes
 from __future__ import annotations
 
 import html
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from harness.report.paired import differences, holm_adjust
 from harness.score.calibration import (
     GROUP_HEADS,
     N_BINS,
@@ -17,7 +19,7 @@ from harness.score.calibration import (
     point_metrics,
 )
 from harness.score.scoring import group_order, paper_groups
-from harness.score.stats import ALPHA, cluster_bootstrap, cluster_codes, holm, paired_sign_flip_test
+from harness.score.stats import cluster_codes, paired_sign_flip_test
 
 
 def calibration_comparison(runs: list, shared: list[str], seed: int = 0) -> dict[str, Any] | None:
@@ -33,27 +35,19 @@ def calibration_comparison(runs: list, shared: list[str], seed: int = 0) -> dict
     groups.update({n: idx for n, idx in sorted(paper_groups(reference).items(),
                                                 key=lambda kv: group_order(kv[0]))
                    if n.split("/")[0] in GROUP_HEADS})
+    brier = np.array([a.brier for a in arrays])
+    sign_flip = partial(paired_sign_flip_test, seed=seed)
+    labels = [run.label for run in runs]
     rows: list[dict[str, Any]] = []
     for name, members in groups.items():
         idx = np.array(members, dtype=int)
         metrics = [point_metrics(ItemArrays([run.scored[items[i]] for i in idx], N_BINS))
                    for run in runs]
-        differences = []
-        for run, other in zip(runs[1:], arrays[1:]):
-            ci = cluster_bootstrap(other.brier[idx] - arrays[0].brier[idx], images[idx],
-                                   seed=seed)
-            differences.append({"run": run.label, "difference": ci["mean"],
-                                "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
-                                "p": paired_sign_flip_test(other.brier[idx],
-                                                           arrays[0].brier[idx], images[idx],
-                                                           seed=seed)})
         rows.append({"group": name, "n": int(idx.size),
                      **{key: [m[key] for m in metrics] for key in ("accuracy", "brier", "ece")},
-                     "differences": differences})
+                     "differences": differences(brier, images, idx, labels, sign_flip, seed)})
     tests = [d for row in rows for d in row["differences"]]
-    for d, adjusted in zip(tests, holm([d["p"] for d in tests])):
-        d["p_holm"] = adjusted
-        d["significant"] = adjusted < ALPHA
+    holm_adjust(tests)
     return {"n_items": len(items), "n_tests": len(tests), "groups": rows}
 
 

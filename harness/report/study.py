@@ -23,17 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from harness.report.compare import compare
-from harness.report.results import latest_records, read_summary, write_json, write_text
+from harness.report.compare import Run, comparable, load_run, outcome_matrix
+from harness.report.paired import differences, holm_adjust, shared_items
+from harness.report.results import read_summary, write_json, write_text
 from harness.report.run_report import html_page, table
 from harness.report.schema import Summary
 from harness.report.tables import pct
-from harness.score.scoring import CLUSTER_CI_METHOD, SCORERS, paper_groups
-from harness.score.stats import ALPHA, holm, kendall_tau, spread_bootstrap
+from harness.score.scoring import CLUSTER_CI_METHOD, SCORERS, group_order, paper_groups
+from harness.score.stats import ALPHA, cluster_codes, kendall_tau, paired_test, spread_bootstrap
 
 STUDY_JSON, STUDY_MD, STUDY_HTML = "study.json", "study.md", "study.html"
 HEATMAP = "heatmap.png"
 COMPARED_GROUPS = ("coarse", "fine")
+COMPARED_SCORER = "robust"
 
 
 def _condition(cell: dict[str, Any]) -> str:
@@ -42,7 +44,8 @@ def _condition(cell: dict[str, Any]) -> str:
 
 def study_result(cells: list[dict[str, Any]], metric: dict[str, str], *,
                  seed: int = 0) -> dict[str, Any]:
-    """Every number of the study's outputs, as plain data."""
+    """Every number of the study's outputs, as plain data. Each cell's samples are read once;
+    `done` (its answered items) is filled in from that read."""
     models = list(dict.fromkeys(c["model"] for c in cells))
     templates = list(dict.fromkeys(c["template"] for c in cells))
     conditions: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
@@ -50,9 +53,13 @@ def study_result(cells: list[dict[str, Any]], metric: dict[str, str], *,
         conditions.setdefault(_condition(c), {})[(c["model"], c["template"])] = c
     leaderboard, sensitivity, stability, tests = [], [], [], []
     for condition, grid in conditions.items():
+        runs: dict[tuple[str, str], Run] = {}
         for (model, template), cell in grid.items():
             summary = read_summary(Path(cell["folder"]))
             cell["summary"] = summary
+            folder = Path(cell["folder"])
+            runs[(model, template)] = load_run(folder, f"{folder.parts[-3]}/{folder.name}")
+            cell["done"] = len(runs[(model, template)].scored)
             leaderboard.append({"condition": condition, "model": model, "template": template,
                                 "folder": cell["folder"], "n_scored": summary["n_scored"],
                                 "n_errors": summary["n_errors"],
@@ -61,16 +68,18 @@ def study_result(cells: list[dict[str, Any]], metric: dict[str, str], *,
                                 **{f"{scorer}/{group}": _stat(summary, scorer, group)
                                    for scorer in SCORERS for group in COMPARED_GROUPS}})
         for model in models:
-            folders = [grid[(model, t)]["folder"] for t in templates if (model, t) in grid]
+            family = [runs[(model, t)] for t in templates if (model, t) in runs]
             sensitivity.append({"condition": condition, "model": model,
-                                **_sensitivity(folders, templates, metric, seed)})
+                                **_sensitivity(family, templates, metric, seed)})
         scores = {t: [_metric(grid[(m, t)]["summary"], metric) for m in models]
                   for t in templates}
         stability.append({"condition": condition, **_stability(models, templates, scores)})
-        tests += _comparisons(condition, grid, models, templates, seed)
-    for test, adjusted in zip(tests, holm([t["p"] for t in tests])):
-        test["p_holm_study"] = adjusted
-        test["significant"] = adjusted < ALPHA
+        families = [("templates of " + m, [runs[(m, t)] for t in templates if (m, t) in runs])
+                    for m in models]
+        families += [("models on " + t, [runs[(m, t)] for m in models if (m, t) in runs])
+                     for t in templates]
+        tests += _comparisons(condition, families, seed)
+    holm_adjust(tests, "p_holm_study")
     return {"metric": metric, "models": models, "templates": templates,
             "conditions": list(conditions), "intervals": {
                 "leaderboard": CLUSTER_CI_METHOD,
@@ -95,18 +104,15 @@ def _metric(summary: Summary, metric: dict[str, str]) -> float | None:
     return stat["accuracy"] if stat else None
 
 
-def _sensitivity(folders: list[str], templates: list[str], metric: dict[str, str],
+def _sensitivity(runs: list[Run], templates: list[str], metric: dict[str, str],
                  seed: int) -> dict[str, Any]:
     """Spread across templates on the items all of them scored in the metric's group."""
-    verdict = SCORERS[metric["scorer"]]
-    runs = [{r.item_id: r for r in latest_records(Path(f)) if r.error is None}
-            for f in folders]
-    shared = sorted(set.intersection(*map(set, runs))) if runs else []
-    reference = [runs[0][i] for i in shared] if runs else []
+    shared = shared_items(run.scored for run in runs) if runs else []
+    reference = [runs[0].scored[i] for i in shared] if runs else []
     index = paper_groups(reference).get(metric["group"], [])
     ids = [shared[i] for i in index]
-    outcomes = np.array([[verdict(run[i]) for i in ids] for run in runs], dtype=float)
-    images = np.array([runs[0][i].image_id for i in ids]) if ids else np.array([])
+    outcomes = outcome_matrix(runs, ids, metric["scorer"]).astype(float)
+    images = np.array([runs[0].scored[i].image_id for i in ids]) if ids else np.array([])
     result: dict[str, Any] = spread_bootstrap(outcomes, images, seed=seed) if ids else {
         "spread": None, "ci_low": None, "ci_high": None, "p_no_template_effect": None, "n": 0}
     if ids:
@@ -145,29 +151,28 @@ def _stability(models: list[str], templates: list[str],
             "templates_where_top_changes": changes}
 
 
-def _comparisons(condition: str, grid: dict[tuple[str, str], dict[str, Any]],
-                 models: list[str], templates: list[str], seed: int) -> list[dict[str, Any]]:
-    """`compare`'s paired tests for each model across templates and each template across models."""
-    families = [("templates of " + m, [grid[(m, t)]["folder"] for t in templates
-                                       if (m, t) in grid]) for m in models]
-    families += [("models on " + t, [grid[(m, t)]["folder"] for m in models if (m, t) in grid])
-                 for t in templates]
+def _comparisons(condition: str, families: list[tuple[str, list[Run]]],
+                 seed: int) -> list[dict[str, Any]]:
+    """`compare`'s paired tests (robust scorer) on the coarse and fine groups, for each model
+    across templates and each template across models (the first run of a family is the
+    reference)."""
     tests = []
-    for family, folders in families:
-        if len(folders) < 2:
+    for family, runs in families:
+        if len(runs) < 2:
             continue
-        result = compare([Path(f) for f in folders], seed=seed)
-        labels = {str(Path(f)): f"{Path(f).parts[-3]}/{Path(f).name}" for f in folders}
-        reference = labels[str(Path(folders[0]))]
-        for row in result["groups"]:
-            if row["group"] not in COMPARED_GROUPS:
-                continue
-            for d, run in zip(row["differences"], result["runs"][1:]):
-                tests.append({"condition": condition, "family": family, "group": row["group"],
-                              "n": row["n"], "reference": reference,
-                              "other": labels[str(Path(run["path"]))],
-                              "difference": d["difference"], "ci_low": d["ci_low"],
-                              "ci_high": d["ci_high"], "p": d["p"]})
+        shared = comparable(runs)
+        outcomes = outcome_matrix(runs, shared, COMPARED_SCORER)
+        reference = [runs[0].scored[i] for i in shared]
+        images = cluster_codes(np.array([r.image_id for r in reference]))
+        groups = paper_groups(reference)
+        for name in sorted((g for g in groups if g in COMPARED_GROUPS), key=group_order):
+            idx = np.array(groups[name], dtype=int)
+            for d in differences(outcomes, images, idx, [run.label for run in runs],
+                                 paired_test, seed):
+                tests.append({"condition": condition, "family": family, "group": name,
+                              "n": int(idx.size), "reference": runs[0].label,
+                              "other": d["run"], "difference": d["difference"],
+                              "ci_low": d["ci_low"], "ci_high": d["ci_high"], "p": d["p"]})
     return tests
 
 

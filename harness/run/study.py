@@ -89,9 +89,11 @@ def run_config(study: Study, pipe: Pipeline, *, progress: bool = False) -> RunCo
         command_line=[*sys.argv, f"(study cell {pipe.model.label}/{pipe.condition})"])
 
 
-def cells(study: Study, output: Path, *, force: bool = False) -> list[dict[str, Any]]:
-    """Every cell with its folder and, for --dry-run, its request count and how many are done
-    (none with `force`: a forced study starts every cell over)."""
+def cells(study: Study, output: Path, *, force: bool = False,
+          count_done: bool = True) -> list[dict[str, Any]]:
+    """Every cell with its folder, its request count and (`count_done`, for --dry-run) how many
+    items it has answered (none with `force`: a forced study starts every cell over); after a
+    run the study's report counts them as it reads the cells."""
     names = template_names(study)
     rows = []
     for pipe in pipelines(study, output):
@@ -99,17 +101,19 @@ def cells(study: Study, output: Path, *, force: bool = False) -> list[dict[str, 
         total = count_requests(resolve_source(config.dataset, config.revision), config, 1)
         for name in names:
             folder = pipe.folder / name
-            done = set() if force else answered_ids(folder / SAMPLES)
             rows.append({"model": pipe.model.label, "spec": pipe.model.model, "template": name,
                          "answer_mode": pipe.answer_mode, "option_order": pipe.option_order,
                          "seed": pipe.seed, "server": pipe.model.server_key(),
-                         "folder": str(folder), "requests": total, "done": len(done)})
+                         "folder": str(folder), "requests": total,
+                         **({"done": 0 if force else len(answered_ids(folder / SAMPLES))} if count_done
+                            else {})})
     return rows
 
 
 def run_study(study: Study, output: Path, *, force: bool = False,
               echo=print) -> list[dict[str, Any]]:
-    """Run (or resume) every cell; returns the cells as `cells` lists them."""
+    """Run (or resume) every cell; returns the cells as `cells` lists them, without reading
+    their samples (`harness.report.study` reads each once)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     by_server: dict[str, list[Pipeline]] = {}
@@ -146,4 +150,4 @@ def run_study(study: Study, output: Path, *, force: bool = False,
         except ServerStartError as exc:
             raise RunError(str(exc)) from None
         asyncio.run(everything(servers))
-    return cells(study, output)
+    return cells(study, output, count_done=False)
