@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.report import results
 from harness.report.schema import SampleRecord
 from harness.report.study import write_study
 from harness.score.scoring import summarize
@@ -124,7 +125,7 @@ ACCURACY = {  # template → accuracy of m1, m2, m3
 }
 
 
-def test_tau_spread_and_top_changes_match_hand_computation(tmp_path):
+def _hand_made_cells(tmp_path: Path) -> list[dict]:
     cells = []
     for template, accuracies in ACCURACY.items():
         for model, acc in zip(["m1", "m2", "m3"], accuracies):
@@ -132,6 +133,11 @@ def test_tau_spread_and_top_changes_match_hand_computation(tmp_path):
             _hand_made_run(folder, model, template, acc)
             cells.append({"model": model, "template": template, "answer_mode": "free",
                           "option_order": "stored", "seed": 0, "folder": str(folder)})
+    return cells
+
+
+def test_tau_spread_and_top_changes_match_hand_computation(tmp_path):
+    cells = _hand_made_cells(tmp_path)
     result = write_study("hand", cells, {"scorer": "robust", "group": "coarse"}, tmp_path)
     (stability,) = result["rank_stability"]
     taus = {tuple(p["templates"]): p["tau"] for p in stability["pairs"]}
@@ -166,6 +172,27 @@ def test_tau_spread_and_top_changes_match_hand_computation(tmp_path):
     assert [tests[i]["p_holm_study"] for i in order] == pytest.approx(expected.tolist())
     for t in tests:
         assert -1 <= t["ci_low"] <= t["difference"] <= t["ci_high"] <= 1
+
+
+def test_a_study_reads_each_cell_once_and_its_paired_tests_are_compares(tmp_path, monkeypatch):
+    cells = _hand_made_cells(tmp_path)
+    parsed = []
+    loads = results.orjson.loads
+    monkeypatch.setattr(results.orjson, "loads", lambda line: parsed.append(line) or loads(line))
+    result = write_study("hand", cells, {"scorer": "robust", "group": "coarse"}, tmp_path)
+    assert len(parsed) == 9 * 10  # 9 cells of 10 records: each line parsed once
+    assert [c["done"] for c in cells] == [10] * 9
+    monkeypatch.undo()
+    # the study's differences between m1's templates are `ubench compare`'s, to the last digit
+    folders = [c["folder"] for c in cells if c["model"] == "m1"]
+    ubench("compare", *folders, "--output", str(tmp_path / "cmp"))
+    compared = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    (coarse,) = [row for row in compared["groups"] if row["group"] == "coarse"]
+    study = [t for t in result["comparisons"]["tests"] if t["family"] == "templates of m1"]
+    keys = ("difference", "ci_low", "ci_high", "p")
+    assert [[t[k] for k in keys] for t in study] == \
+        [[d[k] for k in keys] for d in coarse["differences"]]
+    assert [t["other"] for t in study] == ["m1/t2", "m1/t3"]
 
 
 def test_kendall_tau_b_with_ties():
