@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from harness.report.markdown import md_table  # noqa: E402
 from harness.score.extract import NO_ANSWER, agrees  # noqa: E402
 from harness.score.parsing import parse_answer  # noqa: E402
 
@@ -46,9 +47,9 @@ def report(scored: list[tuple[dict, str | None, str]], misread: bool) -> str:
     for row, letter, _ in scored:
         for style in row.get("style", []):
             by_style[style].append(agrees(letter, row["gold"]))
-    lines += ["", "| style (dev tag) | n | agreement |", "|---|---|---|"]
-    lines += [f"| {style} | {len(oks)} | {100 * sum(oks) / len(oks):.1f}% |"
-              for style, oks in sorted(by_style.items(), key=lambda kv: -len(kv[1]))]
+    lines += ["", *md_table(["style (dev tag)", "n", "agreement"],
+                            ([style, len(oks), f"{100 * sum(oks) / len(oks):.1f}%"]
+                             for style, oks in sorted(by_style.items(), key=lambda kv: -len(kv[1]))))]
     if misread:
         by_rule = defaultdict(list)
         for row, letter, rule in scored:

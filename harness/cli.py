@@ -556,6 +556,7 @@ def study_cmd(study_file: Path, output: Path | None, dry_run: bool, force: bool)
     could be answered.
     """
     from harness.report.compare import CompareError
+    from harness.report.markdown import md_table
     from harness.report.schema import SamplesError
     from harness.report.study import STUDY_HTML, STUDY_MD, write_study
     from harness.run.runner import RunError
@@ -567,15 +568,14 @@ def study_cmd(study_file: Path, output: Path | None, dry_run: bool, force: bool)
         output = output or Path(study.spec.get("output") or Path("results") / study.name)
         if dry_run:
             rows = cells(study, output, force=force)
-            click.echo("| model | template | answer mode | option order | seed | server | "
-                       "requests | done | to send | folder |")
-            click.echo("|---|---|---|---|---|---|---|---|---|---|")
-            for r in rows:
-                todo = "?" if r["requests"] is None else str(r["requests"] - r["done"])
-                click.echo(f"| {r['model']} | {r['template']} | {r['answer_mode']} | "
-                           f"{r['option_order']} | {r['seed']} | {r['server']} | "
-                           f"{r['requests'] if r['requests'] is not None else '?'} | {r['done']} | "
-                           f"{todo} | {r['folder']} |")
+            for line in md_table(
+                    ["model", "template", "answer mode", "option order", "seed", "server",
+                     "requests", "done", "to send", "folder"],
+                    ([r["model"], r["template"], r["answer_mode"], r["option_order"], r["seed"],
+                      r["server"], "?" if r["requests"] is None else r["requests"], r["done"],
+                      "?" if r["requests"] is None else r["requests"] - r["done"], r["folder"]]
+                     for r in rows)):
+                click.echo(line)
             known = [r["requests"] - r["done"] for r in rows if r["requests"] is not None]
             click.echo(f"{len(rows)} cells; {sum(known)} requests to send.")
             return

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -137,3 +138,22 @@ def test_prompt_study_encodes_each_image_once(tmp_path, monkeypatch):
     assert len(calls) == images
     for name in summaries:
         assert len(read_jsonl(tmp_path / "study" / name / "samples.jsonl")) == 136
+
+
+def _cells(line: str) -> int:
+    return len(re.split(r"(?<!\\)\|", line)) - 2  # the outer pipes open and close the row
+
+
+def test_names_with_a_pipe_stay_one_cell_in_every_markdown_table(runs, tmp_path):
+    # template names are restricted to [A-Za-z0-9_.-]; a run's label is its folder's name, free
+    piped = tmp_path / "run|<b>"
+    shutil.copytree(runs["random1"], piped)
+    proc = ubench("compare", str(runs["random0"]), str(piped), "--output", str(tmp_path / "cmp"))
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    assert proc.stdout.startswith(md)
+    assert "| run\\|&lt;b> | random | official |" in md
+    assert "| run\\|&lt;b> − random0 [95% CI] |" in md
+    tables = [block.splitlines() for block in md.split("\n\n") if block.startswith("|")]
+    assert len(tables) == 2
+    for lines in tables:
+        assert {_cells(line) for line in lines} == {_cells(lines[0])}, lines

@@ -6,6 +6,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from harness.report.markdown import md_table
 from harness.report.schema import SampleRecord, Summary
 from harness.score.calibration import COVERAGES, ItemArrays, has_letter_probs, risk_coverage
 
@@ -61,10 +62,9 @@ def calibration_markdown(summary: Summary) -> list[str]:
               f"Prediction = argmax of the letter probabilities; {calibration['n_bins']} ECE "
               "bins; accuracy, gold prob, ECE, letter mass and acc@x% (accuracy on the x% most "
               "confident items) in %; 95% CIs resample images.", "",
-              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, group in calibration["groups"].items():
-        cells = [name, str(group["n"]), *(_value(group.get(k), kind) for k, _, kind in METRICS)]
-        lines.append("| " + " | ".join(cells) + " |")
+              *md_table(head, ([name, group["n"], *(_value(group.get(k), kind)
+                                                    for k, _, kind in METRICS)]
+                               for name, group in calibration["groups"].items()))]
     return lines + [""]
 
 

@@ -19,6 +19,7 @@ from harness.report.compare_calibration import (
     calibration_html,
     calibration_markdown,
 )
+from harness.report.markdown import md_table
 from harness.report.paired import differences, holm_adjust, shared_items
 from harness.report.results import (
     MANIFEST,
@@ -198,24 +199,21 @@ def _headline_accuracy(result: dict[str, Any]) -> list[tuple[str, str]]:
 
 def compare_markdown(result: dict[str, Any]) -> str:
     """compare.md: the runs side by side, then per-group differences with their tests."""
-    lines = [f"# uBench comparison ({len(result['runs'])} runs)", "",
-             "| run | model | template | option order | dataset revision | items scored | "
-             "coarse % | fine % | cost USD |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r, (coarse, fine) in zip(result["runs"], _headline_accuracy(result)):
-        lines.append(f"| {r['label']} | {r['model']} | {r['template']} | "
-                     f"{order_text(r['options_order'])} | {r['revision']} | {r['n_scored']} | "
-                     f"{coarse} | {fine} | {_usd(r.get('cost_usd'))} |")
-    head = _headers(result)
-    lines += ["", _explanation(result), "", "| " + " | ".join(head) + " |",
-              "|" + "---|" * len(head)]
+    lines = [f"# uBench comparison ({len(result['runs'])} runs)", "", *md_table(
+        ["run", "model", "template", "option order", "dataset revision", "items scored",
+         "coarse %", "fine %", "cost USD"],
+        ([r["label"], r["model"], r["template"], order_text(r["options_order"]), r["revision"],
+          r["n_scored"], coarse, fine, _usd(r.get("cost_usd"))]
+         for r, (coarse, fine) in zip(result["runs"], _headline_accuracy(result))))]
+    rows = []
     for row in result["groups"]:
         cells = [group_label(row["group"]), str(row["n"]), *(pct(a) for a in row["accuracy"]),
                  pct(row["chance"])]
         for d in row["differences"]:
             mark = "**" if d["significant"] else ""
             cells += [f"{mark}{_diff(d)}{mark}", _p(d["p"]), f"{mark}{_p(d['p_holm'])}{mark}"]
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    lines += ["", _explanation(result), "", *md_table(_headers(result), rows)]
     significant = [f"{group_label(row['group'])} ({d['run']})" for row in result["groups"]
                    for d in row["differences"] if d["significant"]]
     lines += ["", "Significant after Holm: " + (", ".join(significant) if significant else

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from harness.report.markdown import md_table
 from harness.report.paired import differences, holm_adjust
 from harness.score.calibration import (
     GROUP_HEADS,
@@ -85,11 +86,8 @@ def calibration_markdown(result: dict[str, Any]) -> list[str]:
     if not part:
         return []
     labels = [r["label"] for r in result["runs"]]
-    head = _headers(labels)
-    lines = ["", "## Calibration", "", _explanation(part, labels[0]), "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_cells(row)) + " |" for row in part["groups"]]
-    return lines
+    return ["", "## Calibration", "", _explanation(part, labels[0]), "",
+            *md_table(_headers(labels), (_cells(row) for row in part["groups"]))]
 
 
 def calibration_html(result: dict[str, Any], table) -> str:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from harness.report.compare import Run, comparable, load_run, outcome_matrix
+from harness.report.markdown import md_table
 from harness.report.paired import differences, holm_adjust, shared_items
 from harness.report.results import read_summary, write_json, write_text
 from harness.report.run_report import html_page, table
@@ -263,9 +264,7 @@ def study_markdown(name: str, result: dict[str, Any], heatmaps: dict[str, str]) 
     for condition, path in heatmaps.items():
         lines += [f"![accuracy heatmap, {condition}]({path})", ""]
     for title, text, head, rows in _tables(result):
-        lines += [f"## {title}", "", text, "", "| " + " | ".join(head) + " |",
-                  "|" + "---|" * len(head)]
-        lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+        lines += [f"## {title}", "", text, "", *md_table(head, rows), ""]
     return "\n".join(lines)
 
 

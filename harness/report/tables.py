@@ -5,6 +5,7 @@ from typing import Any
 
 from harness.data.items import COARSE_TYPES, FINE_TOTAL_EXCLUDED
 from harness.report.calibration_report import calibration_markdown
+from harness.report.markdown import md_cell, md_table
 from harness.report.schema import Stat, Summary
 from harness.score.usage import judge_usage_text, usage_text
 
@@ -65,26 +66,23 @@ def summary_markdown(summary: Summary, manifest: dict[str, Any] | None = None) -
                   f" without it, {pct(judge['with']['accuracy'])} with it (invalid rate "
                   f"{pct(judge['without']['invalid_rate'])} → {pct(judge['with']['invalid_rate'])}).",
                   ""]
-    head = ["scorer", "coarse", "fine", *COARSE_TYPES, "pathology coarse", "pathology fine"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for scorer, groups in summary["scorers"].items():
-        cells = [groups.get(g) for g in HEADLINE]
-        lines.append("| " + " | ".join([scorer, *(fmt(c) for c in cells)]) + " |")
     chance = summary["scorers"]["robust"]
-    lines.append("| chance | " + " | ".join(_chance(chance.get(k)) for k in HEADLINE) + " |")
+    lines += md_table(
+        ["scorer", "coarse", "fine", *COARSE_TYPES, "pathology coarse", "pathology fine"],
+        [*([scorer, *(fmt(groups.get(g)) for g in HEADLINE)]
+           for scorer, groups in summary["scorers"].items()),
+         ["chance", *(_chance(chance.get(k)) for k in HEADLINE)]])
     lines += ["", "Clustered by image (robust scorer): coarse "
               f"{fmt(chance.get('coarse'), True)}, fine {fmt(chance.get('fine'), True)}.", ""]
 
     datasets = sorted({dataset_of(name) for name in chance if name.startswith("dataset/")})
-    lines += ["## Per dataset", "",
-              "| dataset | fine n | fine official | fine robust | coarse n | coarse official | "
-              "coarse robust |", "|---|---|---|---|---|---|---|"]
     off = summary["scorers"]["official"]
-    for ds in datasets:
-        f, c = f"dataset/{ds}/fine", f"dataset/{ds}/coarse"
-        lines.append(f"| {md_cell(ds)} | {_n(chance.get(f))} | {fmt(off.get(f))} | "
-                     f"{fmt(chance.get(f))} | {_n(chance.get(c))} | {fmt(off.get(c))} | "
-                     f"{fmt(chance.get(c))} |")
+    lines += ["## Per dataset", "", *md_table(
+        ["dataset", "fine n", "fine official", "fine robust", "coarse n", "coarse official",
+         "coarse robust"],
+        ([ds, _n(chance.get(f)), fmt(off.get(f)), fmt(chance.get(f)), _n(chance.get(c)),
+          fmt(off.get(c)), fmt(chance.get(c))]
+         for ds in datasets for f, c in [(f"dataset/{ds}/fine", f"dataset/{ds}/coarse")]))]
     if circ := summary.get("circular"):
         robust = circ["scorers"]["robust"]
         rotations = ", ".join(f"r{k} {pct(v['accuracy'])}" for k, v in
@@ -96,12 +94,12 @@ def summary_markdown(summary: Summary, manifest: dict[str, Any] | None = None) -
                   f"{fmt(robust.get('fine'))}. Accuracy per rotation: {rotations}."]
     if calibration := calibration_markdown(summary):
         lines += ["", *calibration]
-    lines += ["", "## Parser rules (robust scorer)", "", "| rule | n | accuracy |", "|---|---|---|"]
-    for rule, info in summary["rules"].items():
-        lines.append(f"| {rule} | {info['n']} | {pct(info['accuracy'])} |")
+    lines += ["", "## Parser rules (robust scorer)", "", *md_table(
+        ["rule", "n", "accuracy"],
+        ([rule, info["n"], pct(info["accuracy"])] for rule, info in summary["rules"].items()))]
     if summary["errors_by_type"]:
-        lines += ["", "## Errors (not scored)", "", "| type | n |", "|---|---|"]
-        lines += [f"| {t} | {n} |" for t, n in summary["errors_by_type"].items()]
+        lines += ["", "## Errors (not scored)", "",
+                  *md_table(["type", "n"], summary["errors_by_type"].items())]
     if cut := summary.get("finish_reasons"):
         lines += ["", "Answers that did not end normally (scored as they are): " + ", ".join(
             f"{md_cell(k)}: {n}" for k, n in cut.items()) + "."]
@@ -114,12 +112,6 @@ def summary_markdown(summary: Summary, manifest: dict[str, Any] | None = None) -
 def dataset_of(group: str) -> str:
     """`dataset/<name>/fine` → `<name>`, whatever the name holds (a `/` included)."""
     return group.split("/", 1)[1].rsplit("/", 1)[0]
-
-
-def md_cell(text: str) -> str:
-    """Text safe inside a Markdown table cell: pipes, backslashes, HTML and newlines escaped."""
-    return (str(text).replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;")
-            .replace("\n", " "))
 
 
 def pct(value: float | None) -> str:

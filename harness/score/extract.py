@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 from harness.atomic import replaced_atomically
 from harness.data.items import LETTERS
+from harness.report.markdown import md_table
 from harness.report.schema import NewerSchemaError, check_version
 from harness.run.cache import ResponseCache
 from harness.score.judge import RULE as JUDGE_RULE
@@ -209,13 +210,14 @@ def _misread(gold: str, extracted: str | None) -> str:
 def summary_text(stats: ExtractStats, target: Path) -> str:
     """Counts per rule, the invalid rate, and agreement with `gold` where the input has one."""
     rate = f"{100 * stats.invalid / stats.parsed:.1f}%" if stats.parsed else "–"
-    lines = [f"{stats.lines} lines: {stats.parsed} parsed, {stats.errors} malformed "
-             f"(see 'error' in the output); invalid rate {rate}", "",
-             "| rule | n | agrees with gold |", "|---|---|---|"]
+    rows = []
     for rule, n in stats.rules.most_common():
         graded = stats.graded_by_rule[rule]
-        acc = f"{100 * stats.correct_by_rule[rule] / graded:.1f}%" if graded else "–"
-        lines.append(f"| {rule} | {n} | {acc} |")
+        rows.append([rule, n, f"{100 * stats.correct_by_rule[rule] / graded:.1f}%" if graded
+                     else "–"])
+    lines = [f"{stats.lines} lines: {stats.parsed} parsed, {stats.errors} malformed "
+             f"(see 'error' in the output); invalid rate {rate}", "",
+             *md_table(["rule", "n", "agrees with gold"], rows)]
     graded = sum(stats.graded_by_rule.values())
     if graded:
         agreed = sum(stats.correct_by_rule.values())
