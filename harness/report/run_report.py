@@ -10,6 +10,7 @@ import base64
 import html
 import json
 import threading
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -31,7 +32,7 @@ from harness.report.schema import (
     record_field_types,
 )
 from harness.report.tables import HEADLINE, fmt, interval, pct
-from harness.report.thumbnails import THUMBNAILS, image_rank, read_thumbnails
+from harness.report.thumbnails import THUMBNAILS, browser_images, image_rank, read_thumbnails
 from harness.report.view import RunView, iter_latest, read_view
 from harness.score.parsing import INVALID_PREFIX
 from harness.score.usage import judge_usage_text, usage_text
@@ -439,12 +440,16 @@ def _plots_section(plots: dict[str, Path], note: str | None) -> str:
 
 
 def browser_subset(records: list[SampleRecord], limit: int) -> list[SampleRecord]:
-    """All records, or a fixed `limit` of them: every question of pseudo-randomly drawn images
-    (by hash of the image id), so the report shows (and reads back) as few images as it can."""
+    """All records, or a fixed `limit` of them: every question of the images `browser_images`
+    draws (by hash of the image id; the last one's first questions by id where the limit cuts
+    it), so the report shows (and reads back) as few images as it can, and exactly the images
+    whose thumbnails the run recorded."""
     if limit <= 0 or len(records) <= limit:
         return records
+    chosen = browser_images(Counter(r.image_id for r in records), limit)
     key = lambda r: (image_rank(r.image_id), r.item_id)  # noqa: E731
-    return sorted(sorted(records, key=key)[:limit], key=lambda r: r.item_id)
+    shown = sorted((r for r in records if r.image_id in chosen), key=key)[:limit]
+    return sorted(shown, key=lambda r: r.item_id)
 
 
 def prompt_text(messages: list[dict[str, Any]] | None) -> str:
