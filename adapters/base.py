@@ -42,6 +42,7 @@ class ChatRequest:
     image_url_sha256: str | None = None  # of `image_data_url`, when known (see harness.run.cache)
     # Few-shot: image parts `{"type": "image", "image_id": ID}` show another image, by ID.
     example_images: dict[str, ExampleImage] | None = None
+    image_size: tuple[int, int] | None = None  # (width, height) as sent, from the image's encoder
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class ExampleImage:
 
     data_url: str
     url_sha256: str
+    size: tuple[int, int]  # (width, height) as sent
 
 
 @dataclass

@@ -23,7 +23,7 @@ import orjson
 from harness import config
 
 from .answer_modes import request_fields
-from .base import Adapter, AdapterError, ChatRequest, ChatResponse
+from .base import Adapter, AdapterError, ChatRequest, ChatResponse, ExampleImage
 from .redact import redact_text, redact_url
 from .reply import MAX_RESPONSE_BYTES, ReplyError, parse_reply, reply_of
 
@@ -80,6 +80,7 @@ class OpenAICompatAdapter(Adapter):
             self._headers["Authorization"] = f"Bearer {api_key}"
         self._pool_size = max(concurrency, 1) + 4
         self._session: aiohttp.ClientSession | None = None
+        self._example_strings: dict[str, bytes] = {}  # example image's url sha256 → its JSON
 
     def describe(self) -> dict[str, Any]:
         """Endpoint and request options for the manifest, the URL's credentials redacted."""
@@ -111,15 +112,15 @@ class OpenAICompatAdapter(Adapter):
         return redact_text(text, self._secret)[0]
 
     def wire_messages(self, messages: list[dict[str, Any]], image_url: str | None,
-                      example_images: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                      example_urls: dict[str, str] | None = None) -> list[dict[str, Any]]:
         """Provider-neutral messages → OpenAI content parts with the image as a URL (a few-shot
-        example's image part names its image, found in `example_images`)."""
+        example's image part names its image, whose URL is in `example_urls`)."""
         out = []
         for msg in messages:
             parts = []
             for part in msg["content"]:
                 if part["type"] == "image":
-                    url = (example_images or {})[part["image_id"]].data_url if "image_id" in part \
+                    url = (example_urls or {})[part["image_id"]] if "image_id" in part \
                         else image_url
                     image: dict[str, Any] = {"url": url}
                     if self.image_detail:
@@ -131,13 +132,15 @@ class OpenAICompatAdapter(Adapter):
         return out
 
     def request_body(self, request: ChatRequest) -> bytes:
-        """The JSON body. The image's JSON string is made once per image and spliced in: an
+        """The JSON body. Each image's JSON string is made once per image and spliced in: an
         image has ~6 questions, and serializing its ~300 KB string again for each one was the
-        largest CPU cost of a request after the kernel's."""
+        largest CPU cost of a request after the kernel's; a few-shot example's image is shown
+        with many items, and its string is made once for all of them."""
         p = request.params
         url = request.image_data_url
-        messages = self.wire_messages(request.messages, url and _IMAGE_SLOT,
-                                      request.example_images)
+        examples = request.example_images or {}
+        slots = {image_id: f"{_IMAGE_SLOT}:{i}" for i, image_id in enumerate(examples)}
+        messages = self.wire_messages(request.messages, url and _IMAGE_SLOT, slots)
         body: dict[str, Any] = {"model": self.model, "messages": messages,
                                 "temperature": p.temperature, "max_tokens": p.max_tokens}
         if p.top_p is not None:
@@ -155,7 +158,16 @@ class OpenAICompatAdapter(Adapter):
                                        p.top_logprobs))
         body.update(self.extra_body)  # verbatim, last: the user's word wins
         encoded = orjson.dumps(body)
+        for image_id, slot in slots.items():
+            encoded = encoded.replace(orjson.dumps(slot), self._example_json(examples[image_id]))
         return encoded if url is None else encoded.replace(_IMAGE_SLOT_JSON, _json_string(url), 1)
+
+    def _example_json(self, example: ExampleImage) -> bytes:
+        """A few-shot example image's URL as JSON, made once per image for this adapter (a
+        template's bank holds a few dozen images, each shown with many items)."""
+        if example.url_sha256 not in self._example_strings:
+            self._example_strings[example.url_sha256] = orjson.dumps(example.data_url)
+        return self._example_strings[example.url_sha256]
 
     def files_client(self):
         """The openai SDK's client for the Files and Batches endpoints of the same server, with

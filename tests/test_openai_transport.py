@@ -114,3 +114,35 @@ def test_no_server_is_a_connection_error():
         complete(adapter, request())
     assert info.value.kind == "connection" and info.value.retryable
     assert "connection failed" in info.value.message
+
+
+def test_few_shot_images_are_spliced_in_once_each_and_the_body_is_plain_json(monkeypatch):
+    import orjson
+
+    import adapters.openai_compat as compat
+    from harness.adapters.base import ExampleImage
+
+    shots = {name: ExampleImage(f"data:image/png;base64,{name * 5000}", name * 64, (8, 8))
+             for name in ("a", "b")}
+    image = IMAGE + "few-shot"  # an image no other test has sent (the module caches strings)
+    messages = [{"role": "user", "content": [{"type": "image", "image_id": "a"},
+                                             {"type": "image", "image_id": "b"}]},
+                {"role": "assistant", "content": [{"type": "text", "text": "A"}]}, *MESSAGES]
+    made = []
+    real = compat.orjson.dumps
+    monkeypatch.setattr(compat.orjson, "dumps",
+                        lambda value, *a: made.append(value) or real(value, *a))
+    adapter = OpenAICompatAdapter("vllm/m", "m", base_url="http://x/v1", api_key=None,
+                                  image_detail=None)
+    bodies = [adapter.request_body(ChatRequest(f"i{n}", messages, image, GenerationParams(),
+                                               "AB", example_images=shots))
+              for n in range(3)]
+    for raw in bodies:
+        body = orjson.loads(raw)
+        assert orjson.dumps(body) == raw  # the splices leave the bytes plain serialization makes
+        urls = [p["image_url"]["url"] for m in body["messages"] for p in m["content"]
+                if p["type"] == "image_url"]
+        assert urls == [shots["a"].data_url, shots["b"].data_url, image]
+    # each example's URL is serialized once for the three requests; the main image's once
+    assert [v for v in made if isinstance(v, str) and v.startswith("data:")] == \
+        [shots["a"].data_url, shots["b"].data_url, image]

@@ -124,3 +124,29 @@ def test_the_servers_rate_limit_headers_reach_the_limiter(tmp_path):
         first, start = asyncio.run(two())
     assert first.meta["ratelimit"]["remaining-tokens"] == "9000"
     assert start == 0 and fake.sleeps == pytest.approx([2.0])  # waited for the reset, no more
+
+
+def test_the_estimate_takes_each_images_size_from_its_encoder():
+    # the sizes travel with the request (the runner's and the few-shot bank's encoders), so an
+    # image is never decoded again per request: these URLs could not even be decoded
+    from dataclasses import replace
+
+    from harness.adapters import ChatRequest, GenerationParams, create_adapter
+    from harness.adapters.base import ExampleImage
+    from harness.run.pacing import PacedAdapter
+    from harness.score.pricing import find_price, image_tokens, load_table
+    from harness.score.tokens import DEFAULT_IMAGE_TOKENS
+
+    rule = find_price("openai/gpt-4o", load_table()).image_rule
+    inner = create_adapter("vllm/m", base_url="http://127.0.0.1:9/v1")
+    paced = PacedAdapter(inner, image_rule=rule, image_detail="high", model="gpt-4o")
+    text = ChatRequest("x", [{"role": "user", "content": [{"type": "text", "text": "Q?"}]}],
+                       None, GenerationParams())
+    shot = ExampleImage("data:image/png;base64,not-an-image", "0" * 64, (512, 512))
+    request = replace(text, image_data_url="data:image/png;base64,not-an-image",
+                      image_size=(2048, 1024), example_images={"e": shot})
+    assert paced.prompt_estimate(request) - paced.prompt_estimate(text) == \
+        image_tokens(rule, 2048, 1024, "high") + image_tokens(rule, 512, 512, "high") != \
+        2 * DEFAULT_IMAGE_TOKENS
+    unsized = replace(request, image_size=None, example_images=None)  # not made by the runner
+    assert paced.prompt_estimate(unsized) - paced.prompt_estimate(text) == DEFAULT_IMAGE_TOKENS

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,6 +37,12 @@ class BankEntry:
     """One example of a template's bank: its item and its image, encoded once for every shot."""
     item: Item
     image: Any  # EncodedImage
+
+    @cached_property
+    def example_image(self) -> ExampleImage:
+        """The image as requests carry it: one object for every request that shows it."""
+        return ExampleImage(self.image.data_url, self.image.url_sha256,
+                            (self.image.width, self.image.height))
 
     def shot(self) -> Shot:
         """This example as a shot of the prompt (question, options, gold letter)."""
@@ -73,8 +80,7 @@ class ExamplePool:
 
     def example_images(self, chosen: list[BankEntry]) -> dict[str, ExampleImage]:
         """The encoded images of the chosen shots, by image id, for the request."""
-        return {e.item.image_id: ExampleImage(e.image.data_url, e.image.url_sha256)
-                for e in chosen}
+        return {e.item.image_id: e.example_image for e in chosen}
 
 
 def _rank(*parts: Any) -> bytes:

@@ -174,11 +174,12 @@ class PacedAdapter(Adapter):
         return self.inner.cache_identity()
 
     def prompt_estimate(self, request: ChatRequest) -> int:
-        """Text and image tokens of the request, few-shot examples' images included."""
-        urls = [request.image_data_url,
-                *(e.data_url for e in (request.example_images or {}).values())]
+        """Text and image tokens of the request, few-shot examples' images included (each by
+        the size its encoder recorded: no image is decoded again per request)."""
+        sizes = [request.image_size] if request.image_data_url else []
+        sizes += [e.size for e in (request.example_images or {}).values()]
         return message_tokens(request.messages, self.counter) + sum(
-            request_image_tokens(url, self.image_rule, self.image_detail) for url in urls)
+            request_image_tokens(size, self.image_rule, self.image_detail) for size in sizes)
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """Send within the rate limits and the budget, then charge what the reply used."""

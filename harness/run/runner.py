@@ -719,7 +719,8 @@ def prepare_request(item: Item, image, image_error: str | None, template: Templa
     record.prompt = messages
     record.image = image.describe()
     return record, ChatRequest(item.item_id, messages, image.data_url, config.params,
-                               item.letters, image.url_sha256, example_images)
+                               item.letters, image.url_sha256, example_images,
+                               (image.width, image.height))
 
 
 def _bad_input(record: SampleRecord, problem: str, field: str | None) -> SampleRecord:

@@ -5,11 +5,9 @@ Used by `--dry-run` (harness.run.estimate) and by the rate and budget limits (ha
 """
 from __future__ import annotations
 
-import base64
 import math
 from typing import Any, Callable
 
-from harness.data.images import ImageError, image_size
 from harness.score.pricing import image_tokens
 
 # OpenAI's chat format adds a few tokens around each message and to prime the reply.
@@ -41,25 +39,10 @@ def message_tokens(messages: list[dict[str, Any]], count: Callable[[str], int]) 
         for m in messages)
 
 
-def data_url_size(data_url: str) -> tuple[int, int]:
-    """An image's size from the header at the start of its data URL (nothing else decoded)."""
-    payload = data_url.split(",", 1)[-1]
-    for chars in (8192, len(payload)):  # PNG and most JPEG headers are in the first bytes
-        try:
-            return image_size(base64.b64decode(payload[: chars - chars % 4]))
-        except (ImageError, ValueError):
-            continue
-    raise ImageError("cannot read the image's size from its data URL")
-
-
-def request_image_tokens(data_url: str | None, rule: dict[str, Any] | None,
+def request_image_tokens(size: tuple[int, int] | None, rule: dict[str, Any] | None,
                          detail: str | None) -> int:
-    """Image tokens a provider charges for one request's image, by its rule (or a default)."""
-    if not data_url:
-        return 0
-    if rule is None:
+    """Image tokens a provider charges for one image of `size` (width, height, as sent), by its
+    rule; a default where there is no rule or the size is unknown."""
+    if rule is None or size is None:
         return DEFAULT_IMAGE_TOKENS
-    try:
-        return image_tokens(rule, *data_url_size(data_url), detail)
-    except ImageError:
-        return DEFAULT_IMAGE_TOKENS
+    return image_tokens(rule, *size, detail)
