@@ -108,3 +108,25 @@ class Adapter(ABC):
 
     def __repr__(self) -> str:  # never leak configuration such as keys through a repr
         return f"{type(self).__name__}({self.spec!r})"
+
+
+class WrappedAdapter(Adapter):
+    """An adapter around another that changes how requests are sent (the cache, pacing,
+    concurrency), never what answers: it describes itself, keys the cache and closes as the
+    wrapped adapter does."""
+
+    def __init__(self, inner: Adapter):
+        self.inner = inner
+        self.spec = inner.spec
+
+    def describe(self) -> dict[str, Any]:
+        """The wrapped adapter's description."""
+        return self.inner.describe()
+
+    def cache_identity(self) -> dict[str, Any] | None:
+        """The wrapped adapter's identity."""
+        return self.inner.cache_identity()
+
+    async def aclose(self) -> None:
+        """Close the wrapped adapter."""
+        await self.inner.aclose()

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.adapters.base import Adapter, ChatRequest, ChatResponse
+from harness.adapters.base import Adapter, ChatRequest, ChatResponse, WrappedAdapter
 from harness.adapters.reply import valid_cached
 
 log = logging.getLogger("ubench")
@@ -172,18 +172,13 @@ class ResponseCache:
             pass
 
 
-class CachedAdapter(Adapter):
+class CachedAdapter(WrappedAdapter):
     """Answers from the cache when it can, else asks the wrapped adapter and stores the answer."""
 
     def __init__(self, inner: Adapter, cache: ResponseCache, identity: dict[str, Any]):
-        self.inner = inner
+        super().__init__(inner)
         self.cache = cache
         self.identity = identity
-        self.spec = inner.spec
-
-    def describe(self) -> dict[str, Any]:
-        """The wrapped adapter's description: the cache does not change what answers."""
-        return self.inner.describe()
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """A valid cached answer if there is one, else the wrapped adapter's, then stored."""
@@ -201,7 +196,3 @@ class CachedAdapter(Adapter):
                              **({"logprobs": response.logprobs} if response.logprobs else {})})
         response.meta.update({"cache": "miss", "cache_key": key})
         return response
-
-    async def aclose(self) -> None:
-        """Close the wrapped adapter."""
-        await self.inner.aclose()

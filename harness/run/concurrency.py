@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-from typing import Any
 
-from harness.adapters.base import Adapter, AdapterError, ChatRequest, ChatResponse
+from harness.adapters.base import Adapter, AdapterError, ChatRequest, ChatResponse, WrappedAdapter
 
 OVERLOAD_KINDS = ("rate_limit", "timeout")
 
@@ -58,24 +57,15 @@ class ConcurrencyController:
         self._latencies, self._seen, self._overloads = [], 0, 0
 
 
-class AdaptiveConcurrency(Adapter):
+class AdaptiveConcurrency(WrappedAdapter):
     """Keeps at most `controller.limit` requests of the wrapped adapter in flight."""
 
     def __init__(self, inner: Adapter, controller: ConcurrencyController):
-        self.inner = inner
-        self.spec = inner.spec
+        super().__init__(inner)
         self.controller = controller
         self.in_flight = 0
         self.peak_limit = controller.limit
         self._changed = asyncio.Condition()
-
-    def describe(self) -> dict[str, Any]:
-        """The wrapped adapter's description: pacing does not change what answers."""
-        return self.inner.describe()
-
-    def cache_identity(self) -> dict[str, Any] | None:
-        """The wrapped adapter's identity: pacing does not change answers."""
-        return self.inner.cache_identity()
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """Wait for a free slot, then send; the latency adjusts the limit."""
@@ -96,7 +86,3 @@ class AdaptiveConcurrency(Adapter):
                 self.controller.observe(latency, overloaded=overloaded)
                 self.peak_limit = max(self.peak_limit, self.controller.limit)
                 self._changed.notify_all()
-
-    async def aclose(self) -> None:
-        """Close the wrapped adapter."""
-        await self.inner.aclose()

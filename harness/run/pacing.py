@@ -17,6 +17,7 @@ import time
 from typing import Any, Awaitable, Callable
 
 from harness.adapters import Adapter, ChatRequest, ChatResponse
+from harness.adapters.base import WrappedAdapter
 from harness.score.pricing import Price
 from harness.score.tokens import message_tokens, request_image_tokens, text_counter
 from harness.score.usage import usage_counts
@@ -151,27 +152,18 @@ class Budget:
             self.spent += reserved
 
 
-class PacedAdapter(Adapter):
+class PacedAdapter(WrappedAdapter):
     """Wraps an adapter with the rate limiter and/or the budget."""
 
     def __init__(self, inner: Adapter, *, limiter: RateLimiter | None = None,
                  budget: Budget | None = None, image_rule: dict[str, Any] | None = None,
                  image_detail: str | None = None, model: str = ""):
-        self.inner = inner
-        self.spec = inner.spec
+        super().__init__(inner)
         self.limiter = limiter
         self.budget = budget
         self.image_rule = image_rule
         self.image_detail = image_detail
         self.counter = text_counter(model)[1]
-
-    def describe(self) -> dict[str, Any]:
-        """The wrapped adapter's description: pacing does not change what answers."""
-        return self.inner.describe()
-
-    def cache_identity(self) -> dict[str, Any] | None:
-        """The wrapped adapter's identity: pacing does not change answers."""
-        return self.inner.cache_identity()
 
     def prompt_estimate(self, request: ChatRequest) -> int:
         """Text and image tokens of the request, few-shot examples' images included (each by
@@ -199,7 +191,3 @@ class PacedAdapter(Adapter):
                 counts["prompt_tokens"] + counts["completion_tokens"]) if counts else None)
             self.limiter.observe(response.meta.get("ratelimit"))
         return response
-
-    async def aclose(self) -> None:
-        """Close the wrapped adapter."""
-        await self.inner.aclose()
