@@ -11,6 +11,7 @@ Retrying lives in `harness.run.retry`; this module only classifies failures.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from functools import lru_cache
@@ -36,7 +37,8 @@ UNREACHABLE_ATTEMPTS = 8
 UNREACHABLE_BOUND_S = 10.0
 _READ_CHUNK = 1 << 16
 _IMAGE_SLOT = f"ubench-image-{uuid.uuid4().hex}"  # where the image's JSON string goes
-_IMAGE_SLOT_JSON = orjson.dumps(_IMAGE_SLOT)
+# The slots in a serialized body: the evaluated image's, and `:N` for the Nth few-shot example's.
+_SLOTS = re.compile(b'"' + re.escape(_IMAGE_SLOT.encode()) + rb'(?::(\d+))?"')
 
 
 @lru_cache(maxsize=16)
@@ -158,9 +160,12 @@ class OpenAICompatAdapter(Adapter):
                                        p.top_logprobs))
         body.update(self.extra_body)  # verbatim, last: the user's word wins
         encoded = orjson.dumps(body)
-        for image_id, slot in slots.items():
-            encoded = encoded.replace(orjson.dumps(slot), self._example_json(examples[image_id]))
-        return encoded if url is None else encoded.replace(_IMAGE_SLOT_JSON, _json_string(url), 1)
+        if url is None and not examples:
+            return encoded
+        main = _json_string(url) if url is not None else b""  # no slot for an absent image
+        strings = [main, *(self._example_json(e) for e in examples.values())]
+        # one pass over the small body, copying each image's string once into the result
+        return _SLOTS.sub(lambda m: strings[int(m.group(1)) + 1 if m.group(1) else 0], encoded)
 
     def _example_json(self, example: ExampleImage) -> bytes:
         """A few-shot example image's URL as JSON, made once per image for this adapter (a
