@@ -5,9 +5,11 @@ Used by `--dry-run` (harness.run.estimate) and by the rate and budget limits (ha
 """
 from __future__ import annotations
 
+import base64
 import math
 from typing import Any, Callable
 
+from harness.data.images import ImageError, image_size
 from harness.score.pricing import image_tokens
 
 # OpenAI's chat format adds a few tokens around each message and to prime the reply.
@@ -37,6 +39,18 @@ def message_tokens(messages: list[dict[str, Any]], count: Callable[[str], int]) 
     return TOKENS_PER_REPLY + sum(
         TOKENS_PER_MESSAGE + sum(count(p["text"]) for p in m["content"] if p["type"] == "text")
         for m in messages)
+
+
+def data_url_size(data_url: str) -> tuple[int, int] | None:
+    """An image's size from the header at the start of its data URL (nothing else decoded), for
+    a reader of request bodies that has no encoder to ask (the test server); None if unreadable."""
+    payload = data_url.split(",", 1)[-1]
+    for chars in (8192, len(payload)):  # PNG and most JPEG headers are in the first bytes
+        try:
+            return image_size(base64.b64decode(payload[: chars - chars % 4]))
+        except (ImageError, ValueError):
+            continue
+    return None
 
 
 def request_image_tokens(size: tuple[int, int] | None, rule: dict[str, Any] | None,

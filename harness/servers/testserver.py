@@ -301,14 +301,15 @@ def reported_usage(body: dict[str, Any], key: str, text: str,
 def counted_prompt_tokens(body: dict[str, Any], rule: dict[str, Any]) -> int:
     """The prompt tokens of a chat request as sent, every image in it included (few-shot
     examples too): text by harness.score.tokens' counter, each image by `rule` at its detail."""
-    from harness.score.tokens import message_tokens, request_image_tokens, text_counter
+    from harness.score.tokens import data_url_size, message_tokens, request_image_tokens, text_counter
 
     messages = [{"content": [{"type": "text", "text": m["content"]}]}
                 if isinstance(m.get("content"), str) else m for m in body["messages"]]
     images = [p["image_url"] for m in messages for p in m["content"]
               if p.get("type") == "image_url"]
     return message_tokens(messages, text_counter(body.get("model", ""))[1]) + sum(
-        request_image_tokens(image["url"], rule, image.get("detail")) for image in images)
+        request_image_tokens(data_url_size(image["url"]), rule, image.get("detail"))
+        for image in images if image.get("url"))
 
 
 def tally_usage(stats: Stats, usage: dict[str, Any] | None) -> None:
