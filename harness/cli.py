@@ -217,7 +217,8 @@ def _shard(text: str | None) -> tuple[int, int] | None:
               help="At most this many tokens per minute (estimated before sending, as the "
                    "provider counts them: prompt plus max tokens).")
 @click.option("--max-cost", type=click.FloatRange(min=0), default=None, metavar="USD",
-              help="Stop before the run could spend more than this (resumable; exit 1).")
+              help="Stop before the run could spend more than this, the judge's requests included "
+                   "(resumable; exit 1).")
 @click.option("--export-batch", is_flag=True,
               help="Only write the run's batch request files (OUTPUT/batch/requests-*.jsonl) for "
                    "vLLM's offline run_batch; then `ubench import-batch`.")

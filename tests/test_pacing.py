@@ -150,3 +150,33 @@ def test_the_estimate_takes_each_images_size_from_its_encoder():
         2 * DEFAULT_IMAGE_TOKENS
     unsized = replace(request, image_size=None, example_images=None)  # not made by the runner
     assert paced.prompt_estimate(unsized) - paced.prompt_estimate(text) == DEFAULT_IMAGE_TOKENS
+
+
+def test_max_cost_counts_what_the_judge_spends(tmp_path):
+    # The model is free and the judge is not: only the judge's spending can reach --max-cost
+    # (a judge request may cost up to 256 output tokens, $0.256).
+    from tests.test_judge import responder
+
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(json.dumps({"models": {"openai/vlm": {"input": 0, "output": 0},
+                                             "openai/judge": {"input": 0, "output": 1000}}}))
+    out = tmp_path / "run"
+    args = ["run", "--model", "openai/vlm", "--judge", "openai/judge", "--limit", "40",
+            "--output", str(out), "--price-file", str(prices), "--concurrency", "1",
+            "--no-progress"]
+    # the judge's replies use 1-50 completion tokens ($0.001-0.05)
+    with TestServer(responder) as model, TestServer(responder, usage_details=True) as judge:
+        urls = ["--base-url", model.base_url, "--judge-base-url", judge.base_url]
+        proc = ubench(*args, *urls, "--max-cost", "0.4", check=False)
+        assert proc.returncode == 1 and "stopped before exceeding --max-cost $0.4" in proc.stderr
+        spent = json.loads((out / "summary.json").read_text())["judge_usage"]["cost_usd"]
+        assert 0.4 - 0.256 - 0.05 < spent <= 0.4
+        assert judge.stats.requests < 40
+        written = len(read_jsonl(out / "samples.jsonl"))
+        assert written < 40
+
+        ubench(*args, *urls, "--max-cost", "100")  # resumes: every item, each judged as needed
+        records = read_jsonl(out / "samples.jsonl")
+    assert len({r["item_id"] for r in records}) == 40 and len(records) == 40
+    unjudged = [r for r in records if r["rule"] in ("none", "invalid") and "judge" not in r]
+    assert unjudged == []

@@ -121,17 +121,18 @@ def _number(text: str | None) -> float | None:
 
 
 class Budget:
-    """--max-cost: what the run has spent (earlier invocations included) and has in flight."""
+    """--max-cost: what the run has spent (earlier invocations included) and has in flight. One
+    budget is shared by every adapter that spends (the model's and the judge's), each charging
+    at its own `price`."""
 
-    def __init__(self, max_usd: float, price: Price, spent_before: float = 0.0):
+    def __init__(self, max_usd: float, spent_before: float = 0.0):
         self.max_usd = max_usd
-        self.price = price
         self.spent = spent_before
         self.reserved = 0.0
 
-    def reserve(self, prompt_tokens: int, max_tokens: int) -> float:
+    def reserve(self, price: Price, prompt_tokens: int, max_tokens: int) -> float:
         """Set aside the worst-case cost of a request; refused when the budget would be exceeded."""
-        worst = self.price.cost(prompt_tokens, max_tokens)
+        worst = price.cost(prompt_tokens, max_tokens)
         if self.spent + self.reserved + worst > self.max_usd + 1e-12:
             raise BudgetExceeded(
                 f"stopped before exceeding --max-cost ${self.max_usd:g}: spent "
@@ -141,26 +142,31 @@ class Budget:
         self.reserved += worst
         return worst
 
-    def settle(self, reserved: float, response: ChatResponse | None) -> None:
+    def settle(self, price: Price, reserved: float, response: ChatResponse | None) -> None:
         """Replace a reservation with the reply's actual cost."""
         self.reserved -= reserved
         counts = usage_counts(response.usage) if response is not None else None
         if counts is not None:
-            self.spent += self.price.cost(counts["prompt_tokens"], counts["completion_tokens"],
+            self.spent += price.cost(counts["prompt_tokens"], counts["completion_tokens"],
                                           counts["cached_tokens"])
         elif response is not None:  # no usage reported: count the worst case, never nothing
             self.spent += reserved
 
 
 class PacedAdapter(WrappedAdapter):
-    """Wraps an adapter with the rate limiter and/or the budget."""
+    """Wraps an adapter with the rate limiter and/or the budget (charged at `price`, the
+    wrapped model's; required with a budget)."""
 
     def __init__(self, inner: Adapter, *, limiter: RateLimiter | None = None,
-                 budget: Budget | None = None, image_rule: dict[str, Any] | None = None,
-                 image_detail: str | None = None, model: str = ""):
+                 budget: Budget | None = None, price: Price | None = None,
+                 image_rule: dict[str, Any] | None = None, image_detail: str | None = None,
+                 model: str = ""):
         super().__init__(inner)
+        if budget is not None and price is None:
+            raise ValueError("a budget needs the price of the model it charges")
         self.limiter = limiter
         self.budget = budget
+        self.price = price
         self.image_rule = image_rule
         self.image_detail = image_detail
         self.counter = text_counter(model)[1]
@@ -176,15 +182,16 @@ class PacedAdapter(WrappedAdapter):
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """Send within the rate limits and the budget, then charge what the reply used."""
         prompt = self.prompt_estimate(request)
-        reserved = self.budget.reserve(prompt, request.params.max_tokens) if self.budget else 0.0
+        reserved = self.budget.reserve(self.price, prompt, request.params.max_tokens) \
+            if self.budget and self.price else 0.0
         response = None
         try:
             if self.limiter:
                 await self.limiter.acquire(prompt + request.params.max_tokens)
             response = await self.inner.complete(request)
         finally:
-            if self.budget:
-                self.budget.settle(reserved, response)
+            if self.budget and self.price:
+                self.budget.settle(self.price, reserved, response)
         if self.limiter:
             counts = usage_counts(response.usage)
             self.limiter.settle(prompt + request.params.max_tokens, (

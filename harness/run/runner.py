@@ -82,7 +82,7 @@ from harness.run.retry import RetryPolicy
 from harness.score.judge import Judge, build_judge
 from harness.score.parsing import parse_answer
 from harness.score.pricing import PricingError, find_price, load_table
-from harness.score.usage import usage_summary
+from harness.score.usage import judge_usage, usage_summary
 from harness.servers.vllm_server import ManagedServer, ServerStartError, managed_vllm
 
 ABORT_AFTER_SAME_FAILURES = 8
@@ -345,8 +345,8 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
     if config.adaptive_concurrency:
         adapter = AdaptiveConcurrency(adapter, ConcurrencyController(config.concurrency))
     outs = [out for _, out in specs]
-    adapter = _paced(config, adapter, outs)
     judge = _make_judge(config)
+    adapter = _paced(config, adapter, judge, outs)
     pools = await asyncio.to_thread(_example_pools, templates, source, config)
     done = []
     fresh = [out for out in outs if not (out / MANIFEST).exists() or config.force]
@@ -505,22 +505,37 @@ def _cached(adapter: Adapter, cache: ResponseCache | None,
     return CachedAdapter(adapter, cache, identity)
 
 
-def _paced(config: RunConfig, adapter: Adapter, outs: list[Path]) -> Adapter:
-    """--max-rpm, --max-tpm and --max-cost around the adapter (cache hits pass them by)."""
+def _paced(config: RunConfig, adapter: Adapter, judge: Judge | None,
+           outs: list[Path]) -> Adapter:
+    """--max-rpm, --max-tpm and --max-cost around the adapter (cache hits pass them by). The
+    judge spends from the same --max-cost, at its own price (it is not rate-limited: it has its
+    own server and limits)."""
     if not (config.max_rpm or config.max_tpm or config.max_cost is not None):
         return adapter
-    price = find_price(config.model, load_table(config.price_file))
+    table = load_table(config.price_file)
+    price = find_price(config.model, table)
+    judge_spec = config.judge if judge else None
+    judge_price = find_price(judge_spec, table) if judge_spec else None
     budget = None
     if config.max_cost is not None:
-        if price is None:
-            raise RunError(f"--max-cost: the price table has no price for {config.model}; "
-                           "give one with --price-file")
-        spent = sum(usage_summary(latest_records(out), price)["cost_usd"] or 0.0 for out in outs
-                    if (out / SAMPLES).exists())
-        budget = Budget(config.max_cost, price, spent)
+        for spec, found in ((config.model, price), (judge_spec, judge_price)):
+            if spec and found is None:
+                raise RunError(f"--max-cost: the price table has no price for {spec}; give one "
+                               "with --price-file")
+        spent = 0.0
+        for out in outs:
+            if (out / SAMPLES).exists():
+                records = latest_records(out)
+                spent += usage_summary(records, price)["cost_usd"] or 0.0
+                judged = judge_usage([r.judge for r in records if r.judge], judge_price)
+                spent += (judged["cost_usd"] or 0.0) if judged else 0.0
+        budget = Budget(config.max_cost, spent)
+        if judge and judge_spec:
+            judge.adapter = PacedAdapter(judge.adapter, budget=budget, price=judge_price,
+                                         model=split_spec(judge_spec)[1])
     limiter = RateLimiter(config.max_rpm, config.max_tpm) \
         if config.max_rpm or config.max_tpm else None
-    return PacedAdapter(adapter, limiter=limiter, budget=budget,
+    return PacedAdapter(adapter, limiter=limiter, budget=budget, price=price,
                         image_rule=price.image_rule if price else None,
                         image_detail=adapter.describe().get("image_detail"),
                         model=split_spec(config.model)[1])
@@ -597,12 +612,12 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
             try:
                 record = await _evaluate(item, image, image_error, variant.template, adapter,
                                          config, policy, on_retry, variant.pool)
-            except BudgetExceeded as exc:  # stop cleanly: the requests in flight still land
-                if not abort:
-                    abort.append(str(exc))
+                if judge:  # the judge spends from the same --max-cost
+                    await judge.review(record, item.question)
+            except BudgetExceeded as exc:  # stop cleanly: the requests in flight still land;
+                if not abort:  # an answer the judge could not afford to read is not written
+                    abort.append(str(exc))  # (asked again on resume, from the cache)
                 continue
-            if judge:
-                await judge.review(record, item.question)
             emit(variant.writer, record)
             _watch_failures(record, progress, abort)
 
