@@ -326,10 +326,10 @@ def _dry_run(config, prompts: list[str]) -> None:
     from harness.data.sources import resolve_source
     from harness.prompts import TemplateError, load_template
     from harness.run.estimate import ESTIMATE_JSON, estimate, estimate_text
-    from harness.run.runner import RunError, check_answer_mode
+    from harness.run.runner import RunError, check_capabilities
 
     try:  # what a real run refuses before sending anything, a dry run refuses too (exit 2)
-        check_answer_mode(config)
+        check_capabilities(config)
         check_selection(resolve_source(config.dataset, config.revision), config.datasets,
                         config.question_types)
         outputs = [(prompts[0], config.output)] if len(prompts) == 1 else [

@@ -44,11 +44,6 @@ class EncodedImage:
             out["original_size"] = list(self.original_size)
         return out
 
-    @property
-    def raw_bytes(self) -> bytes:
-        """The bytes sent, decoded from the data URL (for thumbnails and checks)."""
-        return base64.b64decode(self.data_url.split(",", 1)[1])
-
 
 def sent_size(width: int, height: int, max_pixels: int | None,
               max_side: int | None = MAX_SIDE) -> tuple[int, int]:

@@ -236,7 +236,7 @@ def run_prompts(config: RunConfig, prompts: list[str]) -> dict[str, Summary | No
 
 
 def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[Summary | None]:
-    check_answer_mode(config)
+    check_capabilities(config)
     folders = dict.fromkeys([Path(config.output), *(out for _, out in specs)])
     try:
         with ExitStack() as locks:
@@ -256,9 +256,10 @@ def _run_sync(config: RunConfig, specs: list[tuple[str, Path]]) -> list[Summary 
         raise
 
 
-def check_answer_mode(config: RunConfig) -> None:
-    """Refuse, before any server starts or request goes out, a mode the model cannot answer in,
-    or --batch to a provider without a Batch API (its capabilities: harness.adapters.presets)."""
+def check_capabilities(config: RunConfig) -> None:
+    """Refuse, before any server starts or request goes out, what the model's provider cannot do
+    (harness.adapters.presets capabilities): an answer mode it cannot answer in, --batch without
+    a Batch API."""
     try:
         provider, model = split_spec(config.model)
     except ValueError as exc:  # an unknown provider or an empty model name: usage, exit 2

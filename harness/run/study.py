@@ -26,7 +26,7 @@ from harness.run.runner import (
     InputError,
     RunConfig,
     RunError,
-    check_answer_mode,
+    check_capabilities,
     count_requests,
     managed_server,
     run_pipeline,
@@ -118,7 +118,7 @@ def run_study(study: Study, output: Path, *, force: bool = False,
     output.mkdir(parents=True, exist_ok=True)
     by_server: dict[str, list[Pipeline]] = {}
     for pipe in pipelines(study, output):
-        check_answer_mode(run_config(study, pipe))  # as `ubench run` refuses it, before anything
+        check_capabilities(run_config(study, pipe))  # as `ubench run` refuses it, before anything
         by_server.setdefault(pipe.model.server_key(), []).append(pipe)
 
     async def one_server(pipes: list[Pipeline], servers: dict[str, Any]) -> None:
