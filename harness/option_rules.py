@@ -63,9 +63,10 @@ def _reasoning_effort(v: Mapping[str, Any]) -> str | None:
 
 RUN_RULES: list[Rule] = [
     ("judge_base_url", "--judge-base-url", lambda v: None if v["judge"] else "without --judge"),
+    # with a fallback only the online answers could be judged: a judge section over a part
     ("judge", "--judge", lambda v: "with --export-batch (nothing is answered)" if v["export_batch"]
-     else "with --batch (batch answers are not judged) unless --batch-online-fallback"
-     if v["batch"] and not v["batch_online_fallback"] else None),
+     else "with --batch (batch answers are not judged; run online to judge)" if v["batch"]
+     else None),
     ("vllm_args", "--vllm-args", lambda v: None if v["serve"] else "without --serve"),
     ("vllm_python", "--vllm-python", lambda v: None if v["serve"] else "without --serve"),
     ("serve_timeout", "--serve-timeout", lambda v: None if v["serve"] else "without --serve"),
