@@ -32,7 +32,8 @@ encodes: Counter = Counter()
 state = {"encode_cpu_s": 0.0, "read_cpu_s": 0.0, "first_request": None, "cpu_at_first": None,
          "encode_cpu_at_first": None, "requests": 0, "last_response": None, "cpu_at_last": None,
          "max_rss_mb_at_last": None, "summary_cpu_s": 0.0, "summary_wall_s": 0.0,
-         "report_cpu_s": 0.0, "report_wall_s": 0.0, "count_cpu_s": 0.0}
+         "report_cpu_s": 0.0, "report_wall_s": 0.0, "count_cpu_s": 0.0, "finalize_start": None,
+         "finalize_end": None, "main_start": None, "main_end": None}
 
 
 def cpu_s() -> float:
@@ -80,13 +81,15 @@ def timed_count(*args, **kwargs):  # the up-front pass that counts items for the
 _finalize = runner.finalize
 
 
-def timed_finalize(out):
+def timed_finalize(*args, **kwargs):
     t, w = time.thread_time(), time.perf_counter()
+    state["finalize_start"] = state["finalize_start"] or time.time()
     try:
-        return _finalize(out)
+        return _finalize(*args, **kwargs)
     finally:
         state["summary_cpu_s"] += time.thread_time() - t
         state["summary_wall_s"] += time.perf_counter() - w
+        state["finalize_end"] = time.time()
 
 
 _write_report = report_module.write_report
@@ -145,4 +148,8 @@ if __name__ == "__main__":
     runner.count_requests = timed_count
     openai_compat.OpenAICompatAdapter.complete = noting_complete
     atexit.register(report, Path(sys.argv[1]))
-    main(sys.argv[2:], prog_name="ubench")
+    state["main_start"] = time.time()  # the interpreter started and the harness is imported
+    try:
+        main(sys.argv[2:], prog_name="ubench")
+    finally:
+        state["main_end"] = time.time()  # what follows is the interpreter's own exit

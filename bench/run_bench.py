@@ -273,6 +273,16 @@ def print_phases(runs: dict[str, dict[str, Any]], latency_s: float) -> None:
     print(phase_line("ubench run", runs["lat"], latency_s, runs["bare-lat"]))
     print(phase_line("bare aiohttp + orjson loop (the floor)", runs["bare-lat"], latency_s,
                      runs["bare-lat"]))
+    r = runs["lat"]
+    p, end = r["probe"], r["start"] + r["wall_s"]
+    print(f"\nubench's start: {p['main_start'] - r['start']:.2f} s to start the interpreter and "
+          f"import the harness, {p['first_request'] - p['main_start']:.2f} s from the command to "
+          f"its first request ({p['cpu_at_first']:.2f} s of CPU in all). Its end: "
+          f"{p['finalize_start'] - p['last_response']:.2f} s closing the pipeline, "
+          f"{p['finalize_end'] - p['finalize_start']:.2f} s summaries and report "
+          f"({p['report_wall_s']:.2f} s of it the report; {p['summary_cpu_s']:.2f} s of CPU), "
+          f"{p['main_end'] - p['finalize_end']:.2f} s printing the summary, "
+          f"{end - p['main_end']:.2f} s the interpreter's exit.")
 
 
 def cpu_line(label: str, r: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from harness.report.results import (
 from harness.report.run_report import write_report
 from harness.report.schema import SampleRecord, Summary
 from harness.report.tables import summary_markdown
-from harness.report.view import read_view
+from harness.report.view import RunView, read_view
 from harness.score.calibration import answer_mode_summary, calibration_summary
 from harness.score.judge import judge_summary
 from harness.score.pricing import Price, manifest_judge_price, manifest_price
@@ -23,11 +23,13 @@ from harness.score.scoring import summarize
 from harness.score.usage import estimate_check, judge_usage, usage_summary
 
 
-def finalize(out: Path) -> Summary:
-    """(Re)compute summary.json, summary.md and the report from samples.jsonl alone."""
+def finalize(out: Path, view: RunView | None = None) -> Summary:
+    """(Re)compute summary.json, summary.md and the report from samples.jsonl alone; `view` is
+    its pass 1 (harness.report.view) when the caller already has it."""
     out = Path(out)
     manifest = read_json(out / MANIFEST) if (out / MANIFEST).exists() else None
-    view = read_view(out)  # the latest records without their bulky fields; no dataset read
+    if view is None:  # the latest records without their bulky fields; no dataset read
+        view = read_view(out)
     summary = build_summary(view.records, seed=manifest["seed"] if manifest else 0,
                             price=manifest_price(manifest),
                             judge_price=manifest_judge_price(manifest),

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import orjson
 
@@ -33,22 +33,30 @@ _LINE = orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
 
 
 class JsonLinesWriter:
-    """Append whole JSON lines, each in one write(); `sync()` forces them to disk, as does close."""
+    """Append whole JSON lines, each in one write(); `sync()` forces them to disk, as does close.
+
+    Each line written is also handed, as bytes, to every callable in `listeners` (what the run
+    keeps of its records for the end of the run: harness.report.view.LiveView).
+    """
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _drop_torn_tail(self.path)
         self._file = open(self.path, "ab", buffering=0)  # unbuffered: nothing waits in Python
+        self.listeners: list[Callable[[bytes], None]] = []
 
     def write(self, line: dict[str, Any]) -> None:
         """Append one object as a line; a short write is finished or fails with its reason."""
-        data = memoryview(orjson.dumps(line, option=_LINE))
+        encoded = orjson.dumps(line, option=_LINE)
+        data = memoryview(encoded)
         try:
             while data:  # a short write (a disk filling up) is finished, or fails with the reason
                 data = data[self._file.write(data):]
         except OSError as exc:  # a full disk, a size limit: say which file
             raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+        for listener in self.listeners:
+            listener(encoded)
 
     def sync(self) -> None:
         """Force what was written to disk (the runner calls it every second, off its event loop)."""
@@ -116,11 +124,16 @@ def read_samples(path: Path) -> Iterator[SampleRecord]:
         yield SampleRecord.from_json(data, f"{path}:{lineno}")
 
 
-def read_json_lines(path: Path) -> Iterator[tuple[int, Any]]:
+def read_json_lines(path: Path, end: int | None = None) -> Iterator[tuple[int, Any]]:
     """(line number, value) of each line of a JSON Lines file the writer finished; a torn or
-    corrupt line is skipped (and reported on stderr)."""
+    corrupt line is skipped (and reported on stderr). With `end`, only the lines within its
+    first `end` bytes."""
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
+            if end is not None:
+                end -= len(line)
+                if end < 0:
+                    return
             if not line.endswith(b"\n") or not line.strip():
                 continue  # torn tail of a crashed run, or blank
             try:

@@ -12,37 +12,35 @@ import json
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness.atomic import replaced_atomically
 from harness.config import BROWSER_LIMIT
 from harness.report.calibration_report import calibration_html, write_calibration_plots
 from harness.report.results import MANIFEST, read_json, read_summary
+from harness.report.samples_table import latest_batches, outcome, parquet_schema
 from harness.report.schema import (
-    ErrorInfo,
     SampleRecord,
     Scorers,
     Stat,
     Summary,
-    record_field_types,
 )
 from harness.report.tables import HEADLINE, fmt, interval, pct
 from harness.report.thumbnails import THUMBNAILS, browser_images, image_rank, read_thumbnails
-from harness.report.view import RunView, iter_latest, read_view
-from harness.score.parsing import INVALID_PREFIX
+from harness.report.view import RunView, read_view
 from harness.score.usage import judge_usage_text, usage_text
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REPORT_HTML = "report.html"
 SUMMARY_CSV = "summary.csv"
 SAMPLES_PARQUET = "samples.parquet"
 PLOTS = "plots"
 ASSETS = Path(__file__).parent / "assets"
-PARQUET_BATCH = 4096  # records per samples.parquet row group
 
 
 def write_report(run_dir: Path, *, summary: Summary | None = None,
@@ -94,6 +92,8 @@ def _thumbnails(run_dir: Path, image_ids: set[str]) -> tuple[dict[str, str], str
 
 def summary_frame(summary: Summary) -> pd.DataFrame:
     """One row per (evaluation, scorer, group): accuracy, both CIs and chance."""
+    import pandas as pd  # here: its import is a third of a second a run need not wait for
+
     rows = []
     parts = [("standard", summary["scorers"])]
     if "circular" in summary:
@@ -105,76 +105,22 @@ def summary_frame(summary: Summary) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def outcome(record: SampleRecord) -> str:
-    """correct / wrong / invalid (the robust parser found no answer) / error (request failed)."""
-    if record.error is not None:
-        return "error"
-    if str(record.rule).startswith(INVALID_PREFIX):
-        return "invalid"
-    return "correct" if record.correct else "wrong"
-
-
-def parquet_schema(keys: Iterable[str]) -> pa.Schema:
-    """samples.parquet's columns: the fields of SampleRecord among the run's `keys`, each with the
-    type the record declares (strings, true/false, integers, numbers; nested fields such as prompt,
-    options, usage, error as JSON text), so that runs' tables agree; then the keys outside the
-    schema (JSON text) and `outcome`."""
-    def arrow_type(allowed: frozenset[type]) -> pa.DataType:
-        allowed = allowed - {type(None)}
-        if allowed == {bool}:
-            return pa.bool_()
-        if allowed == {int}:
-            return pa.int64()
-        if allowed == {int, float}:
-            return pa.float64()
-        return pa.string()
-    keys = dict.fromkeys(keys)
-    known = record_field_types()
-    return pa.schema([(k, arrow_type(v)) for k, v in known.items() if k in keys]
-                     + [(k, pa.string()) for k in keys if k not in known and k != "outcome"]
-                     + [("outcome", pa.string())])
-
-
-def samples_batch(records: list[SampleRecord], schema: pa.Schema) -> pa.RecordBatch:
-    """The records as one Arrow batch of `schema`, built a column at a time."""
-    def as_text(v: Any) -> str | None:
-        if isinstance(v, ErrorInfo):
-            v = v.to_json()
-        return v if v is None or isinstance(v, str) else \
-            orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS).decode()
-    known = record_field_types()
-    columns = []
-    for f in schema:
-        if f.name == "outcome":
-            values: list[Any] = [outcome(r) for r in records]
-        elif f.name in known:
-            values = [getattr(r, f.name) for r in records]
-        else:
-            values = [r.extra.get(f.name) if r.extra else None for r in records]
-        if f.type == pa.string():
-            values = [as_text(v) for v in values]
-        columns.append(pa.array(values, f.type))
-    return pa.RecordBatch.from_arrays(columns, schema=schema)
-
-
 def write_samples_parquet(view: RunView, path: Path, keep: set[str]) -> list[dict[str, Any]]:
-    """Stream every latest record into samples.parquet, a batch at a time; returns the browser's
-    samples of the records whose item id is in `keep`, in item-id order."""
-    schema = parquet_schema(view.keys)
+    """Stream every latest record into samples.parquet, a batch at a time (from the run's spool
+    where it made one); returns the browser's samples of the records whose item id is in `keep`,
+    in item-id order."""
     kept: list[dict[str, Any]] = []
-    batch: list[SampleRecord] = []
-    with replaced_atomically(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        def flush() -> None:
-            writer.write_batch(samples_batch(batch, schema))
-            batch.clear()
-        for record in iter_latest(view):
-            batch.append(record)
-            if record.item_id in keep:
-                kept.append(browser_sample(record))
-            if len(batch) >= PARQUET_BATCH:
-                flush()
-        if batch:
-            flush()
+
+    def seen(record: SampleRecord) -> None:
+        if record.item_id in keep:
+            kept.append(browser_sample(record))
+
+    wanted = {view.latest[i][0] for i in keep if i in view.latest}
+    with replaced_atomically(path) as tmp, \
+            pq.ParquetWriter(tmp, parquet_schema(view.keys)) as writer:
+        for batch in latest_batches(view.path, view.keys, view.lines, wanted, seen, view.spool,
+                                    view.spooled_after):
+            writer.write_batch(batch)
     return sorted(kept, key=lambda s: s["id"])
 
 
@@ -183,9 +129,10 @@ def write_samples_parquet(view: RunView, path: Path, keep: set[str]) -> list[dic
 
 
 def import_plotting_soon(delay_s: float = 2.0) -> None:
-    """Import matplotlib in a background thread once the run is under way: about a second of CPU
-    that the request phase has to spare and the end of the run does not."""
+    """Import pandas (summary.csv) and matplotlib in a background thread once the run is under
+    way: over a second of CPU that the request phase has to spare and its start and end do not."""
     def load() -> None:
+        import pandas  # noqa: F401
         try:
             import matplotlib.backends.backend_agg  # noqa: F401
             import matplotlib.figure  # noqa: F401

@@ -64,6 +64,7 @@ from harness.report.results import (
 from harness.report.run_report import import_plotting_soon
 from harness.report.schema import ErrorInfo, SampleRecord, SamplesError, Summary
 from harness.report.thumbnails import THUMBNAILS, ThumbnailRecorder
+from harness.report.view import LiveView
 from harness.run.cache import CachedAdapter, ResponseCache
 from harness.run.concurrency import AdaptiveConcurrency, ConcurrencyController
 from harness.run.feed import Batch, Encoded, encoded_batches
@@ -372,10 +373,12 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
     import_plotting_soon()
     total = asyncio.to_thread(count_requests, source, config, len(templates), thumbs)
     aborted = None
+    views: list[LiveView] = []
     try:
         with ExitStack() as stack:
             variants = [Variant(t, stack.enter_context(SampleWriter(out / SAMPLES)), d, pool)
                         for t, out, d, pool in zip(templates, outs, done, pools)]
+            views.extend(LiveView(v.writer) for v in variants)  # for the end of the run
             stack.callback(thumbs.close)
             if config.batch:  # the count first: it settles the thumbnails before any is made
                 try:
@@ -397,8 +400,10 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
     except asyncio.CancelledError:
         log.warning("interrupted after %d items; re-run the same command to resume",
                     progress.done)
+        _close(views)
         raise
     except BaseException:
+        _close(views)
         _forget_failed_start(fresh)
         raise
     finally:
@@ -411,16 +416,24 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
             log.removeHandler(handler)
             handler.close()
     if config.export_batch:
+        _close(views)
         return [None for _ in outs]  # nothing answered yet: no summary
     gc.freeze()  # the end of the run makes many objects: its collections need not walk the run's
     try:
-        summaries: list[Summary | None] = [finalize(out) for out in outs]
+        summaries: list[Summary | None] = [finalize(out, view.view())
+                                           for out, view in zip(outs, views)]
     finally:
         gc.unfreeze()
+        _close(views)
     if aborted is not None:
         aborted.answered = any(s and s["n_scored"] for s in summaries)
         raise aborted
     return summaries
+
+
+def _close(views: list[LiveView]) -> None:
+    for view in views:
+        view.close()
 
 
 def _forget_failed_start(fresh: list[Path]) -> None:
@@ -562,8 +575,14 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
     policy = RetryPolicy(max_attempts=config.max_attempts)
     bar = tqdm(desc="ubench", unit="item", disable=not config.progress, dynamic_ncols=True)
     abort: list[str] = []
+    answering = asyncio.Event()  # set by the first record: the requests are under way
 
     async def set_total() -> None:
+        try:  # the count reads the dataset beside the requests, not before the first of them
+            await answering.wait()
+        except asyncio.CancelledError:
+            total.close()
+            raise
         try:
             n = await total
         except Exception:  # counting is a nicety; the run itself reports load errors
@@ -578,6 +597,7 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
 
     def emit(writer: SampleWriter, record: SampleRecord) -> None:
         writer.append(record)
+        answering.set()
         progress.done += 1
         if record.error is not None:
             progress.errors += 1
