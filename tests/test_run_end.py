@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from harness.report import samples_table
 from harness.report.results import SAMPLES, SampleWriter
@@ -68,13 +69,19 @@ def test_a_fresh_and_a_resumed_run_end_as_the_folder_recomputes(tmp_path):
     assert table.num_rows == len(first) and "error" not in table["outcome"].to_pylist()
 
 
-def test_the_table_a_run_spools_is_the_table_its_samples_give(tmp_path, monkeypatch):
+@pytest.mark.parametrize("spool_fails", [False, True])
+def test_the_table_a_run_spools_is_the_table_its_samples_give(tmp_path, monkeypatch, spool_fails):
     """Spooled batches whose lines have different keys (an error, keys this version does not
     know), an item answered again in the same run, and lines an earlier invocation wrote:
     samples.parquet and the browser's samples from the run's spool equal what `ubench report`
-    reads from samples.jsonl."""
+    reads from samples.jsonl. When spooling fails (a full disk), the end makes the same table
+    from samples.jsonl."""
     monkeypatch.setattr(samples_table, "SPOOL_RECORDS", 3)
     monkeypatch.setattr(samples_table, "PARQUET_BATCH", 4)
+    if spool_fails:
+        def no_space(*args, **kwargs):
+            raise OSError(28, "No space left on device")
+        monkeypatch.setattr(samples_table.pa.ipc, "new_stream", no_space)
 
     def line(i: int, failed: bool = False, **fields) -> dict:
         base = {"item_id": f"q{i}", "image_id": f"img{i % 3}", "dataset": "d",
@@ -98,7 +105,10 @@ def test_the_table_a_run_spools_is_the_table_its_samples_give(tmp_path, monkeypa
         for data in this_run:
             writer.write(data)
     view = live.view()
-    assert view.spool is not None and len(view.spool.chunks) == 3
+    if spool_fails:
+        assert view.spool is None and live.spool.broken
+    else:
+        assert view.spool is not None and len(view.spool.chunks) == 3
     keep = {"q0", "q4", "q6"}
     shown = write_samples_parquet(view, tmp_path / "run.parquet", keep)
     live.close()
