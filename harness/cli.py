@@ -329,21 +329,19 @@ def run_cmd(model, output, dataset, revision, prompts, base_url, api_key_env, da
 
 
 def _dry_run(config, prompts: list[str]) -> None:
-    from harness.data.selection import SelectionError, check_selection
     from harness.data.sources import resolve_source
     from harness.prompts import TemplateError, load_template
     from harness.run.estimate import ESTIMATE_JSON, estimate, estimate_text
-    from harness.run.runner import RunError, check_capabilities
+    from harness.run.runner import RunError, check_capabilities, check_dataset
 
     try:  # what a real run refuses before sending anything, a dry run refuses too (exit 2)
         check_capabilities(config)
-        check_selection(resolve_source(config.dataset, config.revision), config.datasets,
-                        config.question_types)
+        check_dataset(resolve_source(config.dataset, config.revision), config)
         outputs = [(prompts[0], config.output)] if len(prompts) == 1 else [
             (p, config.output / load_template(p).name) for p in prompts]
     except RunError as exc:
         raise Failure(str(exc), exc.exit_code) from None
-    except (SelectionError, TemplateError, DatasetLoadError) as exc:
+    except (TemplateError, DatasetLoadError) as exc:
         raise Failure(str(exc), exit_codes.USAGE) from None
     try:
         result = estimate(config, outputs)

@@ -516,13 +516,14 @@ def test_dataset_names_are_escaped_wherever_printed(tmp_path):
     ({"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"},
      "cannot reach the Hugging Face Hub at http://127.0.0.1:9"),
 ])
-def test_the_hub_offline_fails_in_one_line(tmp_path, env, message):
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]])
+def test_the_hub_offline_fails_in_one_line(tmp_path, env, message, dry_run):
     out = tmp_path / "run"
     proc = ubench("run", "--model", "random", "--dataset", "hub", "--output", str(out),
-                  "--no-progress", env=env, check=False)
+                  "--no-progress", *dry_run, env=env, check=False)
     assert proc.returncode == 2 and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert not (out / "manifest.json").exists()
+    assert not (out / "manifest.json").exists() and not (out / "estimate.json").exists()
 
 
 # 9. Error classes -------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Rows are streamed with the image left undecoded; `harness.data.items` turns them
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -119,6 +120,8 @@ def _open(source: DatasetSource, columns: list[str] | None = None):
     import datasets
 
     if source.kind == "hub":
+        # its per-attempt retry warnings would come before the one line a failure gives
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
         ds = datasets.load_dataset(
             HUB_REPO, split=HUB_SPLIT, revision=source.revision, streaming=True
         )

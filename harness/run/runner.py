@@ -41,6 +41,7 @@ from harness.data.selection import SelectionError, check_selection
 from harness.data.sources import (
     COUNT_COLUMNS,
     DatasetLoadError,
+    DatasetSource,
     check_hub_reachable,
     iter_rows,
     resolve_source,
@@ -287,6 +288,17 @@ def check_capabilities(config: RunConfig) -> None:
                                     "free-text answers only; run it online")
 
 
+def check_dataset(source: DatasetSource, config: RunConfig) -> None:
+    """What a run (and its dry run) checks of the dataset before anything is written: the Hub
+    reachable within seconds, the --datasets / --question-types names known (exit 2)."""
+    try:
+        if source.kind == "hub":
+            check_hub_reachable()
+        check_selection(source, config.datasets, config.question_types)
+    except (SelectionError, DatasetLoadError) as exc:
+        raise InputError(str(exc)) from None
+
+
 @contextmanager
 def managed_server(config: RunConfig) -> Iterator[ManagedServer | None]:
     """With --serve, a vLLM server for the model that lives as long as the run (or the study's
@@ -338,12 +350,8 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
     if config.batch and not config.export_batch and config.max_cost is not None:
         raise InputError("--max-cost limits online requests; a batch is priced before it is sent: "
                          "check it with --dry-run (cost_usd_batch), then run --batch without it")
-    try:  # before any manifest is written: a failed start leaves nothing behind
-        if source.kind == "hub":
-            await asyncio.to_thread(check_hub_reachable)
-        await asyncio.to_thread(check_selection, source, config.datasets, config.question_types)
-    except (SelectionError, DatasetLoadError) as exc:
-        raise InputError(str(exc)) from None
+    # before any manifest is written: a failed start leaves nothing behind
+    await asyncio.to_thread(check_dataset, source, config)
     if config.adaptive_concurrency:
         adapter = AdaptiveConcurrency(adapter, ConcurrencyController(config.concurrency))
     outs = [out for _, out in specs]
