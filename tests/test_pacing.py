@@ -153,30 +153,46 @@ def test_the_estimate_takes_each_images_size_from_its_encoder():
 
 
 def test_max_cost_counts_what_the_judge_spends(tmp_path):
-    # The model is free and the judge is not: only the judge's spending can reach --max-cost
-    # (a judge request may cost up to 256 output tokens, $0.256).
+    # Model and judge both priced, output only ($0.001 a token). The judge's worst case for an
+    # item is held before the model is asked, so no answer is paid for and then dropped: what
+    # the summaries record equals what the two servers billed, after each stop and resume, and
+    # never exceeds --max-cost.
     from tests.test_judge import responder
 
     prices = tmp_path / "prices.yaml"
-    prices.write_text(json.dumps({"models": {"openai/vlm": {"input": 0, "output": 0},
+    prices.write_text(json.dumps({"models": {"openai/vlm": {"input": 0, "output": 1000},
                                              "openai/judge": {"input": 0, "output": 1000}}}))
     out = tmp_path / "run"
     args = ["run", "--model", "openai/vlm", "--judge", "openai/judge", "--limit", "40",
             "--output", str(out), "--price-file", str(prices), "--concurrency", "1",
-            "--no-progress"]
-    # the judge's replies use 1-50 completion tokens ($0.001-0.05)
+            "--max-tokens", "50", "--no-progress"]
+
+    def recorded_and_billed(model, judge) -> tuple[float, float]:
+        summary = json.loads((out / "summary.json").read_text())
+        recorded = summary["cost_usd"] + (summary.get("judge_usage") or {}).get("cost_usd", 0)
+        billed = (model.stats.usage["completion_tokens"]
+                  + judge.stats.usage["completion_tokens"]) / 1000
+        return recorded, billed
+
     with TestServer(responder) as model, TestServer(responder, usage_details=True) as judge:
         urls = ["--base-url", model.base_url, "--judge-base-url", judge.base_url]
-        proc = ubench(*args, *urls, "--max-cost", "0.4", check=False)
-        assert proc.returncode == 1 and "stopped before exceeding --max-cost $0.4" in proc.stderr
-        spent = json.loads((out / "summary.json").read_text())["judge_usage"]["cost_usd"]
-        assert 0.4 - 0.256 - 0.05 < spent <= 0.4
-        assert judge.stats.requests < 40
-        written = len(read_jsonl(out / "samples.jsonl"))
-        assert written < 40
+        proc = ubench(*args, *urls, "--max-cost", "0.5", check=False)
+        assert proc.returncode == 1 and "stopped before exceeding --max-cost $0.5" in proc.stderr
+        recorded, billed = recorded_and_billed(model, judge)
+        assert recorded == pytest.approx(billed) and 0 < billed <= 0.5
+        assert judge.stats.requests > 0 and len(read_jsonl(out / "samples.jsonl")) < 40
 
-        ubench(*args, *urls, "--max-cost", "100")  # resumes: every item, each judged as needed
+        proc = ubench(*args, *urls, "--max-cost", "0.7", check=False)  # resumed, still capped
+        assert proc.returncode == 1
+        recorded, billed = recorded_and_billed(model, judge)
+        assert recorded == pytest.approx(billed) and billed <= 0.7
+
+        ubench(*args, *urls, "--max-cost", "100")  # every item, each judged as needed
+        recorded, billed = recorded_and_billed(model, judge)
+        assert recorded == pytest.approx(billed)
         records = read_jsonl(out / "samples.jsonl")
     assert len({r["item_id"] for r in records}) == 40 and len(records) == 40
-    unjudged = [r for r in records if r["rule"] in ("none", "invalid") and "judge" not in r]
-    assert unjudged == []
+    assert model.stats.requests == 40  # no answer was asked for twice
+    from harness.score.judge import needs_judge
+    asked = [r for r in records if needs_judge(r.get("rule_before_judge") or r["rule"])]
+    assert asked and all("judge" in r for r in asked)

@@ -18,6 +18,8 @@ from typing import Any, Awaitable, Callable
 
 from harness.adapters import Adapter, ChatRequest, ChatResponse
 from harness.adapters.base import WrappedAdapter
+from harness.score.judge import PARAMS as JUDGE_PARAMS
+from harness.score.judge import RESPONSE_TAIL, judge_prompt
 from harness.score.pricing import Price
 from harness.score.tokens import message_tokens, request_image_tokens, text_counter
 from harness.score.usage import usage_counts
@@ -142,15 +144,41 @@ class Budget:
         self.reserved += worst
         return worst
 
-    def settle(self, price: Price, reserved: float, response: ChatResponse | None) -> None:
-        """Replace a reservation with the reply's actual cost."""
+    def settle(self, price: Price, reserved: float, usage: Any, sent: bool) -> None:
+        """Replace a reservation with what the request cost: the `usage` its reply reported,
+        the worst case when a reply came without usage, nothing when nothing was `sent`."""
         self.reserved -= reserved
-        counts = usage_counts(response.usage) if response is not None else None
+        counts = usage_counts(usage) if sent else None
         if counts is not None:
             self.spent += price.cost(counts["prompt_tokens"], counts["completion_tokens"],
-                                          counts["cached_tokens"])
-        elif response is not None:  # no usage reported: count the worst case, never nothing
+                                     counts["cached_tokens"])
+        elif sent:  # no usage reported: count the worst case, never nothing
             self.spent += reserved
+
+
+class JudgeAllowance:
+    """--max-cost with --judge: the judge's worst case for an item is set aside before the model
+    is asked about it, so an answer is never paid for and then dropped for want of the money to
+    judge it; what the judge then spent (its reply's usage) replaces the hold."""
+
+    def __init__(self, budget: Budget, price: Price, model: str):
+        self.budget, self.price = budget, price
+        self.counter = text_counter(model)[1]
+
+    def hold(self, question: str, options: dict[str, str]) -> float:
+        """Reserve the judge's worst case for one item (BudgetExceeded when it does not fit):
+        its prompt with the longest response tail it is shown, a token per character."""
+        prompt = judge_prompt(question, options, "")
+        tokens = message_tokens([{"role": "user", "content": [{"type": "text", "text": prompt}]}],
+                                self.counter) + RESPONSE_TAIL
+        return self.budget.reserve(self.price, tokens, JUDGE_PARAMS.max_tokens)
+
+    def settle(self, held: float, judged: dict[str, Any] | None) -> None:
+        """Replace the hold with what the judge spent on the item (`judged`: the record's
+        `judge`; None or a cached or failed verdict: nothing)."""
+        judged = judged or {}
+        sent = "usage" in judged and not judged.get("cached")
+        self.budget.settle(self.price, held, judged.get("usage"), sent)
 
 
 class PacedAdapter(WrappedAdapter):
@@ -191,7 +219,9 @@ class PacedAdapter(WrappedAdapter):
             response = await self.inner.complete(request)
         finally:
             if self.budget and self.price:
-                self.budget.settle(self.price, reserved, response)
+                self.budget.settle(self.price, reserved,
+                                   response.usage if response is not None else None,
+                                   response is not None)
         if self.limiter:
             counts = usage_counts(response.usage)
             self.limiter.settle(prompt + request.params.max_tokens, (

@@ -78,7 +78,13 @@ from harness.run.fewshot import (
 )
 from harness.run.fewshot import describe as describe_pool
 from harness.run.lock import FolderLocked, folder_lock
-from harness.run.pacing import Budget, BudgetExceeded, PacedAdapter, RateLimiter
+from harness.run.pacing import (
+    Budget,
+    BudgetExceeded,
+    JudgeAllowance,
+    PacedAdapter,
+    RateLimiter,
+)
 from harness.run.records import answered
 from harness.run.retry import RetryPolicy
 from harness.score.judge import Judge, build_judge
@@ -356,7 +362,7 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
         adapter = AdaptiveConcurrency(adapter, ConcurrencyController(config.concurrency))
     outs = [out for _, out in specs]
     judge = _make_judge(config)
-    adapter = _paced(config, adapter, judge, outs)
+    adapter, allowance = _paced(config, adapter, judge, outs)
     pools = await asyncio.to_thread(_example_pools, templates, source, config)
     done = []
     fresh = [out for out in outs if not (out / MANIFEST).exists() or config.force]
@@ -398,10 +404,10 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
                 for variant in variants:  # what the batches could not answer, asked online
                     variant.done = answered_ids(variant.writer.path)
                 await _pipeline(config, _examples(source, config), variants, adapter, progress,
-                                asyncio.sleep(0), judge, thumbs)
+                                asyncio.sleep(0), judge, thumbs, allowance)
             elif not config.batch:
                 await _pipeline(config, _examples(source, config), variants, adapter, progress,
-                                total, judge, thumbs)
+                                total, judge, thumbs, allowance)
     except RunAborted as exc:
         aborted = exc
         log.error("%s", exc)
@@ -528,12 +534,12 @@ def _cached(adapter: Adapter, cache: ResponseCache | None,
 
 
 def _paced(config: RunConfig, adapter: Adapter, judge: Judge | None,
-           outs: list[Path]) -> Adapter:
-    """--max-rpm, --max-tpm and --max-cost around the adapter (cache hits pass them by). The
-    judge spends from the same --max-cost, at its own price (it is not rate-limited: it has its
-    own server and limits)."""
+           outs: list[Path]) -> tuple[Adapter, JudgeAllowance | None]:
+    """--max-rpm, --max-tpm and --max-cost around the adapter (cache hits pass them by), and the
+    judge's allowance from the same --max-cost, at its own price (the judge is not rate-limited:
+    it has its own server and limits)."""
     if not (config.max_rpm or config.max_tpm or config.max_cost is not None):
-        return adapter
+        return adapter, None
     table = load_table(config.price_file)
     price = find_price(config.model, table)
     judge_spec = config.judge if judge else None
@@ -552,15 +558,14 @@ def _paced(config: RunConfig, adapter: Adapter, judge: Judge | None,
                 judged = judge_usage([r.judge for r in records if r.judge], judge_price)
                 spent += (judged["cost_usd"] or 0.0) if judged else 0.0
         budget = Budget(config.max_cost, spent)
-        if judge and judge_spec:
-            judge.adapter = PacedAdapter(judge.adapter, budget=budget, price=judge_price,
-                                         model=split_spec(judge_spec)[1])
+    allowance = JudgeAllowance(budget, judge_price, split_spec(judge_spec)[1]) \
+        if budget and judge_spec and judge_price else None
     limiter = RateLimiter(config.max_rpm, config.max_tpm) \
         if config.max_rpm or config.max_tpm else None
     return PacedAdapter(adapter, limiter=limiter, budget=budget, price=price,
                         image_rule=price.image_rule if price else None,
                         image_detail=adapter.describe().get("image_detail"),
-                        model=split_spec(config.model)[1])
+                        model=split_spec(config.model)[1]), allowance
 
 
 def _make_judge(config: RunConfig) -> Judge | None:
@@ -576,7 +581,8 @@ def _make_judge(config: RunConfig) -> Judge | None:
 
 async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapter: Adapter,
                     progress: Progress, total, judge: Judge | None = None,
-                    thumbs: ThumbnailRecorder | None = None) -> None:
+                    thumbs: ThumbnailRecorder | None = None,
+                    allowance: JudgeAllowance | None = None) -> None:
     from tqdm.auto import tqdm
 
     queue: asyncio.Queue = asyncio.Queue(maxsize=2 * config.concurrency)
@@ -638,15 +644,20 @@ async def _pipeline(config: RunConfig, examples, variants: list[Variant], adapte
             variant, item, image, image_error = entry
             if abort:
                 continue  # drain: the run is stopping
-            try:
+            record, held = None, 0.0
+            try:  # the judge's worst case is set aside first: an answer is never left unjudged
+                held = allowance.hold(item.question, item.option_map) if allowance else 0.0
                 record = await _evaluate(item, image, image_error, variant.template, adapter,
                                          config, policy, on_retry, variant.pool)
-                if judge:  # the judge spends from the same --max-cost
+                if judge:
                     await judge.review(record, item.question)
-            except BudgetExceeded as exc:  # stop cleanly: the requests in flight still land;
-                if not abort:  # an answer the judge could not afford to read is not written
-                    abort.append(str(exc))  # (asked again on resume, from the cache)
+            except BudgetExceeded as exc:  # stop cleanly: the requests in flight still land
+                if not abort:
+                    abort.append(str(exc))
                 continue
+            finally:
+                if allowance:
+                    allowance.settle(held, record.judge if record else None)
             emit(variant.writer, record)
             _watch_failures(record, progress, abort)
 
