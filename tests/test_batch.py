@@ -181,10 +181,12 @@ def test_exported_requests_import_their_results_in_any_order(tmp_path):
     assert len(answers) == len({r["item_id"] for r in answers}) == 5
 
 
-def test_imported_results_are_read_within_the_line_limit(tmp_path):
+@pytest.mark.parametrize("limit", [[], ["--max-response-bytes", "20000000"]])
+def test_imported_results_are_read_within_the_line_limit(tmp_path, limit):
+    """The line limit is the export's --max-response-bytes (8 MB unless given) plus 64 KiB."""
     from harness.servers.testserver import completion, make_responder
 
-    out, requests = _export(tmp_path, "vllm/m")
+    out, requests = _export(tmp_path, "vllm/m", *limit)
     respond = make_responder("random")
     lines = [json.loads(line) for line in requests.read_text().splitlines()]
     rows = [json.dumps({"id": str(i), "custom_id": line["custom_id"], "error": None,
@@ -196,6 +198,9 @@ def test_imported_results_are_read_within_the_line_limit(tmp_path):
     results = tmp_path / "results.jsonl"
     results.write_text(json.dumps(huge) + "\n" + "\n".join(rows[1:]))  # no final newline
     proc = ubench("import-batch", str(out), str(results))
+    if limit:  # the run allowed 20 MB replies: the 10 MB one is an answer
+        assert "Imported 6 answers and 0 failed lines" in proc.stdout
+        return
     assert "Imported 5 answers and 1 failed lines" in proc.stdout
     failed = [r for r in read_jsonl(out / "samples.jsonl") if r["error"]]
     assert [r["item_id"] for r in failed] == [lines[0]["custom_id"]]

@@ -12,7 +12,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from harness.report.results import SAMPLES, SampleWriter, answered_ids
+from harness.adapters.reply import MAX_RESPONSE_BYTES
+from harness.report.results import MANIFEST, SAMPLES, SampleWriter, answered_ids, read_json
 from harness.run.batch import (
     BATCH_DIR,
     DOWNLOAD_CHUNK,
@@ -39,7 +40,7 @@ def vllm_commands(files: list[Path], model: str) -> list[str]:
 def import_results(out: Path, paths: list[Path]) -> dict[str, Any]:
     """Join results files into `out`'s samples.jsonl; returns counts of what was imported."""
     out = Path(out)
-    run = BatchRun(out, None, BatchOptions())
+    run = BatchRun(out, None, BatchOptions(max_response_bytes=_max_response_bytes(out)))
     run.load()
     if not run.state.get("prepared"):
         raise BatchError(f"{out}: no {BATCH_DIR}/{STATE_JSON}; write the requests first with "
@@ -74,3 +75,14 @@ def _join_file(joiner: ResultJoiner, path: Path, requests: int, line_cap: int) -
                 joiner.add(line, n, str(path))
     except OSError as exc:
         raise BatchError(f"{path}: cannot read the results file ({exc.strerror})") from None
+
+
+def _max_response_bytes(out: Path) -> int:
+    """The --max-response-bytes the requests were exported with (the manifest's), so a reply the
+    run allowed is imported; the default for a manifest without it."""
+    try:
+        value = read_json(out / MANIFEST)["runtime"]["max_response_bytes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return MAX_RESPONSE_BYTES
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 \
+        else MAX_RESPONSE_BYTES
