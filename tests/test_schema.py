@@ -200,6 +200,12 @@ def test_a_record_round_trips_and_keeps_keys_it_does_not_know():
     ({"attempts": True}, "f:3: field 'attempts' must be an integer or null, got true or false"),
     ({"error": {"type": "server"}}, "f:3: missing field error.message"),
     ({"schema_version": "1"}, "f:3: field 'schema_version' must be a positive integer, got '1'"),
+    ({"options": {}}, "f:3: field 'options' must map letters to texts"),
+    ({"judge": {}}, "f:3: field 'judge.model' must be a string"),
+    ({"letter_probs": {"A": "0.5"}}, "f:3: field 'letter_probs' must map letters to numbers"),
+    ({"attempts": 2 ** 63}, f"f:3: field 'attempts' is out of range ({2 ** 63})"),
+    ({"error": {"type": "server", "message": "m", "status": -2 ** 64}},
+     f"f:3: field 'error.status' is out of range ({-2 ** 64})"),
 ])
 def test_a_bad_line_is_refused_naming_the_line_and_the_field(change, message):
     good = SampleRecord("img:domain", "img", "kather_et_al_2016", "domain", {"A": "x", "B": "y"},
@@ -208,3 +214,20 @@ def test_a_bad_line_is_refused_naming_the_line_and_the_field(change, message):
     with pytest.raises(SamplesError) as info:
         SampleRecord.from_json({**good, **change}, "f:3")
     assert str(info.value) == message
+
+
+@pytest.mark.parametrize("change", [{"options": {}}, {"judge": {}},
+                                    {"letter_probs": {"A": "x"}}, {"attempts": 2 ** 63}])
+def test_score_refuses_a_line_that_would_break_it_before_writing(folders, tmp_path, change):
+    _, fresh, _ = folders
+    folder = tmp_path / "run"
+    shutil.copytree(fresh["a"], folder)
+    summary = (folder / "summary.json").read_bytes()
+    lines = (folder / "samples.jsonl").read_text().splitlines()
+    lines[2] = json.dumps({**json.loads(lines[2]), **change})
+    (folder / "samples.jsonl").write_text("\n".join(lines) + "\n")
+    proc = ubench("score", str(folder), check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"Error: {folder / 'samples.jsonl'}:3: field ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (folder / "summary.json").read_bytes() == summary  # nothing rewritten

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from harness.adapters.base import AdapterError
 
 SCHEMA_VERSION = 1
+INT64 = 2 ** 63  # integers beyond ±INT64 fit no samples.parquet column
 
 
 class SamplesError(ValueError):
@@ -197,8 +198,9 @@ class SampleRecord:
             missing += [k for k in SCORED_FIELDS if k not in data]
         if missing:
             raise SamplesError(f"{where}: missing field(s) {', '.join(missing)}")
-        if not all(type(v) is str for v in data["options"].values()):
+        if not data["options"] or not all(type(v) is str for v in data["options"].values()):
             raise SamplesError(f"{where}: field 'options' must map letters to texts")
+        _check_nested(data, where)
         record = _build_record(data)
         record.schema_version, record.extra = version, extra
         if error is not None:
@@ -292,7 +294,20 @@ def _check_types(data: dict[str, Any], types: dict[str, frozenset[type]], where:
                                    and not (t is int and float in allowed))
             raise SamplesError(f"{where}: field '{prefix}{key}' must be {expected}, "
                                f"got {_kind(value)}")
+        elif type(value) is int and not -INT64 <= value < INT64:  # a parquet column holds it
+            raise SamplesError(f"{where}: field '{prefix}{key}' is out of range ({value})")
     return extra
+
+
+def _check_nested(data: dict[str, Any], where: str) -> None:
+    """What scoring reads inside the free-form fields: the judge's model, the letters'
+    probabilities as numbers."""
+    judge = data.get("judge")
+    if judge is not None and type(judge.get("model")) is not str:
+        raise SamplesError(f"{where}: field 'judge.model' must be a string")
+    probs = data.get("letter_probs")
+    if probs is not None and not all(type(v) in (int, float) for v in probs.values()):
+        raise SamplesError(f"{where}: field 'letter_probs' must map letters to numbers")
 
 
 def _kind(value: Any) -> str:
