@@ -231,3 +231,18 @@ def test_score_refuses_a_line_that_would_break_it_before_writing(folders, tmp_pa
     assert proc.stderr.startswith(f"Error: {folder / 'samples.jsonl'}:3: field ")
     assert len(proc.stderr.strip().splitlines()) == 1
     assert (folder / "summary.json").read_bytes() == summary  # nothing rewritten
+
+
+@pytest.mark.parametrize("extra", [[], ["--max-cost", "5"]])
+def test_resuming_a_folder_of_a_newer_version_is_refused_with_exit_2(folders, tmp_path, extra):
+    _, fresh, _ = folders
+    folder = tmp_path / "run"
+    shutil.copytree(fresh["a"], folder)
+    bump_version(folder / "samples.jsonl")
+    prices = tmp_path / "prices.yaml"
+    prices.write_text(json.dumps({"models": {"random": {"input": 0, "output": 0}}}))
+    proc = ubench("run", "--model", "random", "--output", str(folder), "--no-progress",
+                  "--price-file", str(prices), *extra, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert f"schema_version {SCHEMA_VERSION + 1} is newer" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

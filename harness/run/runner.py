@@ -553,7 +553,10 @@ def _paced(config: RunConfig, adapter: Adapter, judge: Judge | None,
         spent = 0.0
         for out in outs:
             if (out / SAMPLES).exists():
-                records = latest_records(out)
+                try:
+                    records = latest_records(out)
+                except SamplesError as exc:  # as the resume itself refuses it (exit 2)
+                    raise InputError(str(exc)) from None
                 spent += usage_summary(records, price)["cost_usd"] or 0.0
                 judged = judge_usage([r.judge for r in records if r.judge], judge_price)
                 spent += (judged["cost_usd"] or 0.0) if judged else 0.0
