@@ -193,6 +193,8 @@ def test_a_second_run_on_a_busy_folder_is_refused_and_a_killed_run_never_blocks(
             assert f"in use by another ubench process (PID {first.pid})" in proc.stderr
         first.send_signal(signal.SIGKILL)
         first.wait()
+        from harness.report.samples_table import SPOOL
+        assert not (out / SPOOL).exists()  # the table's spool never outlives its process
         ubench(*run_args(server, out, "--no-cache"))
     records = final_records(out)
     assert len(records) == SAMPLE_ITEMS and not any(r["error"] for r in records.values())

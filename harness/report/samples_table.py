@@ -12,6 +12,7 @@ groups of PARQUET_BATCH rows.
 from __future__ import annotations
 
 import logging
+import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -24,7 +25,7 @@ from harness.score.parsing import INVALID_PREFIX
 
 PARQUET_BATCH = 4096  # records per samples.parquet row group
 SPOOL_RECORDS = 1024  # records per spooled batch: what is left at the end is converted then
-SPOOL = ".samples-table.spool"  # in the run folder while a run writes; removed at its end
+SPOOL = ".samples-table.spool"  # made in the run folder and unlinked at once: held open only
 
 log = logging.getLogger("ubench")
 
@@ -83,11 +84,13 @@ def samples_batch(records: list[SampleRecord], schema: pa.Schema) -> pa.RecordBa
 
 class TableSpool:
     """samples.parquet's batches made during the run from the records it writes, in write order
-    (line numbers counted from the first line this run wrote)."""
+    (line numbers counted from the first line this run wrote). The spool file is unlinked as soon
+    as it is made and read back through the open file, so a killed run leaves nothing behind."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self._file = open(self.path, "wb")
+        self._file = open(self.path, "w+b")
+        self.path.unlink()
         # (first line, rows, offset, length) of each spooled Arrow IPC stream
         self.chunks: list[tuple[int, int, int, int]] = []
         self.broken = False  # a batch failed to convert: the end reads samples.jsonl instead
@@ -128,30 +131,28 @@ class TableSpool:
         self.chunks.append((first, batch.num_rows, offset, len(data)))
 
     def finish(self) -> None:
-        """Convert what is left, wait for the worker, close the spool file."""
+        """Convert what is left and wait for the worker."""
         if self._records:
             self._submit()
         for future in self._futures:
             future.result()
         self._pool.shutdown()
-        self._file.close()
+        self._file.flush()
 
     def discard(self) -> None:
-        """Stop and remove the spool file (the run is over, or failed)."""
+        """Stop and close the spool (the run is over, or failed): its space is freed."""
         self._pool.shutdown(cancel_futures=True)
         self._file.close()
-        self.path.unlink(missing_ok=True)
 
     def batches(self, schema: pa.Schema, line_offset: int,
                 lines: set[int]) -> Iterator[pa.RecordBatch]:
         """Each spooled batch with the columns of `schema`, only the rows at `lines` kept (lines
         numbered in the file: `line_offset` lines precede this run's)."""
-        with open(self.path, "rb") as f:
-            for first, rows, offset, length in self.chunks:
-                f.seek(offset)
-                batch = conform(pa.ipc.open_stream(f.read(length)).read_next_batch(), schema)
-                keep = [line_offset + first + i in lines for i in range(rows)]
-                yield batch if all(keep) else batch.filter(pa.array(keep))
+        for first, rows, offset, length in self.chunks:
+            data = os.pread(self._file.fileno(), length, offset)
+            batch = conform(pa.ipc.open_stream(data).read_next_batch(), schema)
+            keep = [line_offset + first + i in lines for i in range(rows)]
+            yield batch if all(keep) else batch.filter(pa.array(keep))
 
 
 def conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
