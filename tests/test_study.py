@@ -252,6 +252,31 @@ def test_a_study_refuses_a_setting_in_the_words_ubench_run_uses(tmp_path, field,
     assert not (tmp_path / "out" / "runs").exists() and not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("model, setting, generation, line, field_path, run_args", [
+    ("random", "    base_url: http://127.0.0.1:9/v1\n", "", 4, "models/0/base_url",
+     ["--base-url", "http://127.0.0.1:9/v1"]),
+    ("random", "    api_key_env: KEY\n", "", 4, "models/0/api_key_env",
+     ["--api-key-env", "KEY"]),
+    ("vllm/m", "    vllm_args: --max-model-len 4096\n", "", 4, "models/0/vllm_args",
+     ["--vllm-args", "--max-model-len 4096"]),
+    ("openai/o3", "", "generation:\n  temperature: 0.7\n", 6, "generation/temperature",
+     ["--temperature", "0.7"]),
+])
+def test_a_study_refuses_a_setting_its_cells_would_ignore_as_run_does(
+        tmp_path, model, setting, generation, line, field_path, run_args):
+    path = tmp_path / "study.yaml"
+    path.write_text(f"name: ignored\nmodels:\n  - model: {model}\n{setting}"
+                    f"templates: [official]\n{generation}")
+    study = ubench("study", str(path), "--output", str(tmp_path / "out"), "--dry-run",
+                   check=False)
+    run = ubench("run", "--model", model, *run_args, "--output", str(tmp_path / "run"),
+                 "--dry-run", check=False)
+    assert study.returncode == run.returncode == 2, (study.stderr, run.stderr)
+    reason = run.stderr.strip().removeprefix("Error: ")
+    assert study.stderr.strip() == (f"Error: {path}:{line}: field {field_path}: {reason} "
+                                    "(as `ubench run` refuses it)")
+
+
 def test_the_spread_permutation_test_sees_no_effect_where_templates_do_not_matter():
     # Four templates answering by coin flips: the spread is positive (and its CI excludes 0,
     # since max − min of noisy accuracies is biased upwards), but the permutation test is not

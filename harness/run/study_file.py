@@ -9,13 +9,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jsonschema
 import yaml
 
 from harness import config
 from harness.adapters.answer_modes import ANSWER_MODES
+from harness.option_rules import RUN_RULES, ignored_option
 from harness.prompts import TemplateError, load_template
 from harness.run.checks import base_url_problem, top_p_problem
 
@@ -136,6 +137,27 @@ def _line_of(node, path: list[Any]) -> int:
     return line
 
 
+# A study's settings that are `ubench run` options, with where they are given in the file.
+_MODEL_OPTIONS = ("base_url", "api_key_env", "vllm_args", "vllm_python")
+_GENERATION_OPTIONS = ("temperature", "top_p", "timeout", "max_attempts")
+
+
+def _refuse_ignored(data: dict[str, Any], model: dict[str, Any], at: list[Any],
+                    fail: Callable[[list[Any], str], Exception]) -> None:
+    """A setting the model's cells would ignore is refused as `ubench run` refuses the option
+    (harness.option_rules): a base_url for `random`, a temperature for an o-series model."""
+    values: dict[str, Any] = {"model": model["model"], "judge": None, "export_batch": False,
+                              "batch": False, "batch_online_fallback": False,
+                              "serve": model.get("serve", False),
+                              "dataset": data.get("dataset", "sample")}
+    given = [(name, at + [name]) for name in _MODEL_OPTIONS if name in model]
+    given += [(name, ["generation", name]) for name in _GENERATION_OPTIONS
+              if name in data.get("generation", {})]
+    for name, field_path in given:
+        if message := ignored_option(RUN_RULES, values, {name}):
+            raise fail(field_path, f"{message} (as `ubench run` refuses it)")
+
+
 def load_study(path: Path) -> Study:
     """Read and validate a study file; every error is one line naming the file, line and field."""
     path = Path(path)
@@ -179,6 +201,7 @@ def load_study(path: Path) -> Study:
         if m.get("serve") and urls:
             raise fail(["models", i, "base_url"], "serve starts its own server: leave out "
                        "base_url")
+        _refuse_ignored(data, m, ["models", i], fail)
         label = m.get("label") or m["model"].replace("/", "_")
         models.append(ModelEntry(m["model"], label, urls, m.get("api_key_env"),
                                  m.get("concurrency", config.CONCURRENCY), m.get("serve", False),
