@@ -84,3 +84,12 @@ def letter_distribution(seed: int = 0, preamble_every: int = 0):
             return [{"Answer": 0.7, "The": 0.3}, dist]
         return dist
     return distribution
+
+
+def failing_stains(oracle: Callable[[dict], str]) -> Callable[[dict], str]:
+    """`oracle`, except that every stain question fails (the test server answers HTTP 500)."""
+    def respond(body: dict) -> str:
+        if "Which stain or contrast agent" in body["messages"][0]["content"][1]["text"]:
+            raise RuntimeError("boom")
+        return oracle(body)
+    return respond

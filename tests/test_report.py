@@ -17,7 +17,7 @@ from PIL import Image
 
 from harness.servers.testserver import TestServer
 from tests.conftest import need, read_jsonl, ubench
-from tests.responders import sample_oracle
+from tests.responders import failing_stains, sample_oracle
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update",
@@ -97,12 +97,7 @@ def test_report_says_when_the_run_folder_has_no_thumbnails(run_dir, tmp_path):
 
 def test_report_of_a_run_with_failed_requests(tmp_path):
     out = tmp_path / "failing"
-    oracle = sample_oracle()
-
-    def flaky(body):
-        if "Which stain or contrast agent" in body["messages"][0]["content"][1]["text"]:
-            raise RuntimeError("boom")  # the server answers HTTP 500
-        return oracle(body)
+    flaky = failing_stains(sample_oracle())
 
     with TestServer(flaky) as server:
         ubench("run", "--model", "vllm/x", "--base-url", server.base_url, "--output", str(out),

@@ -15,7 +15,7 @@ from harness.report.run_report import write_samples_parquet
 from harness.report.view import LiveView, read_view
 from harness.servers.testserver import TestServer
 from tests.conftest import read_jsonl, ubench
-from tests.responders import sample_oracle
+from tests.responders import failing_stains, sample_oracle
 
 SUMMARIES = ("summary.json", "summary.md")
 REPORT = ("summary.csv", "report.html", "samples.parquet", "plots/accuracy_by_dataset.png",
@@ -44,11 +44,7 @@ def assert_recomputed_alike(run_dir: Path, tmp_path: Path) -> None:
 def test_a_fresh_and_a_resumed_run_end_as_the_folder_recomputes(tmp_path):
     out = tmp_path / "run"
     oracle = sample_oracle(wrong_every=4, invalid_every=7)
-
-    def flaky(body):
-        if "Which stain or contrast agent" in body["messages"][0]["content"][1]["text"]:
-            raise RuntimeError("boom")  # the server answers HTTP 500
-        return oracle(body)
+    flaky = failing_stains(oracle)
 
     with TestServer(flaky) as server:
         ubench("run", "--model", "vllm/x", "--base-url", server.base_url, "--output", str(out),
