@@ -198,7 +198,8 @@ class SampleRecord:
             missing += [k for k in SCORED_FIELDS if k not in data]
         if missing:
             raise SamplesError(f"{where}: missing field(s) {', '.join(missing)}")
-        if not data["options"] or not all(type(v) is str for v in data["options"].values()):
+        if not all(type(v) is str for v in data["options"].values()) or (
+                not data["options"] and error is None):  # an answer is to one of the options
             raise SamplesError(f"{where}: field 'options' must map letters to texts")
         _check_nested(data, where)
         record = _build_record(data)
