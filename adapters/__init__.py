@@ -36,8 +36,10 @@ def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
                    image_detail: str | None = None,
                    batch_size: int = 8, reasoning_effort: str | None = None,
                    extra_body: dict | None = None, api_version: str | None = None,
-                   max_response_bytes: int | None = None) -> Adapter:
-    """The adapter for `spec`; several base URLs (replicas of one model) give a `PooledAdapter`."""
+                   max_response_bytes: int | None = None, sends: bool = True) -> Adapter:
+    """The adapter for `spec`; several base URLs (replicas of one model) give a `PooledAdapter`.
+    `sends` false: it only writes request bodies (--export-batch), so it needs no credentials
+    and no endpoint."""
     provider, model = split_spec(spec)
     base_urls = [base_url] if isinstance(base_url, str) else list(base_url or [])
     if len(base_urls) > 1:
@@ -76,7 +78,7 @@ def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
         preset_url, query = endpoint(preset, model, api_version)
         detail = image_detail or preset.image_detail
         auth = preset.auth
-        if base_url is None and preset_url is None:
+        if base_url is None and preset_url is None and sends:
             raise ValueError(f"--model {spec!r}: set AZURE_OPENAI_ENDPOINT "
                              "(https://RESOURCE.openai.azure.com), or give --base-url")
     else:
@@ -84,7 +86,7 @@ def create_adapter(spec: str, *, base_url: str | Sequence[str] | None = None,
         base_url = base_url or VLLM_DEFAULT_BASE_URL
         detail = image_detail  # vLLM ignores detail; send it only when asked
     api_key = os.environ.get(key_var)
-    if preset is not None and not api_key and base_url is None and (
+    if sends and preset is not None and not api_key and base_url is None and (
             provider != "openai" or not os.environ.get("OPENAI_BASE_URL")):
         raise ValueError(f"--model {spec!r}: set {key_var} (or --api-key-env NAME), "
                          "or point --base-url at an OpenAI-compatible server")

@@ -31,10 +31,9 @@ def _local(v: Mapping[str, Any]) -> str | None:
         if spec and not capabilities(spec[0]).server else None
 
 
-def _waits(v: Mapping[str, Any]) -> str | None:
-    """How long to wait for a reply means nothing to a run that sends no request: a local
-    backend, or --export-batch (which only writes the request files; --base-url and
-    --api-key-env stay accepted there, as what the request files are written for)."""
+def _sends(v: Mapping[str, Any]) -> str | None:
+    """Where to send, with which key, how long to wait: nothing to a run that sends no request
+    (a local backend, or --export-batch, which only writes the request files)."""
     return "with --export-batch (nothing is sent)" if v["export_batch"] else _local(v)
 
 
@@ -90,15 +89,15 @@ RUN_RULES: list[Rule] = [
      else f"with --model {v['model']} (it applies to azure/ models)"),
     ("revision", "--revision", lambda v: "with --dataset sample (the bundled sample has one "
      "version)" if v["dataset"] == "sample" else None),
-    ("base_url", "--base-url", _local),
-    ("api_key_env", "--api-key-env", _local),
+    ("base_url", "--base-url", _sends),
+    ("api_key_env", "--api-key-env", _sends),
     ("max_attempts", "--max-attempts", lambda v: "with --export-batch (nothing is sent)"
      if v["export_batch"] else None),
     ("image_detail", "--image-detail", _local),
     ("extra_body", "--extra-body", _local),
     ("max_response_bytes", "--max-response-bytes", _local),
     ("timeout", "--timeout", lambda v: None if v["judge"] and not v["export_batch"]
-     else _waits(v)),
+     else _sends(v)),
     ("reasoning_effort", "--reasoning-effort", _reasoning_effort),
     ("temperature", "--temperature", _sampling),
     ("top_p", "--top-p", _sampling),

@@ -346,7 +346,8 @@ async def run_pipeline(config: RunConfig, specs: list[tuple[str, Path]],
                                  image_detail=config.image_detail, batch_size=config.batch_size,
                                  reasoning_effort=config.reasoning_effort,
                                  extra_body=config.extra_body, api_version=config.api_version,
-                                 max_response_bytes=config.max_response_bytes)
+                                 max_response_bytes=config.max_response_bytes,
+                                 sends=not config.export_batch)
     except ValueError as exc:
         raise InputError(str(exc)) from exc
     batch_adapter = adapter
