@@ -48,6 +48,20 @@ def test_a_bad_price_file_names_the_field(tmp_path):
         load_table(bad)
 
 
+@pytest.mark.parametrize("extra", [[], ["--max-cost", "5"], ["--dry-run"]])
+def test_a_run_refuses_a_bad_price_file_with_exit_2_before_anything(tmp_path, extra):
+    bad = tmp_path / "prices.yaml"
+    bad.write_text("models: [1, 2]\n")
+    out = tmp_path / "run"
+    proc = ubench("run", "--model", "random", "--price-file", str(bad), "--output", str(out),
+                  "--no-progress", "--limit", "2", *extra, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"Error: --price-file: {bad}: field 'models' must be a mapping of provider/model to "
+        "prices"]
+    assert not (out / "manifest.json").exists() and not (out / "samples.jsonl").exists()
+
+
 def _prices(tmp_path, model="openai/test-model", **extra):
     path = tmp_path / "prices.yaml"
     entry = {"input": 2.0, "cached_input": 0.5, "output": 8.0, "batch_discount": 0.5,

@@ -34,7 +34,7 @@ def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:
     """The estimate for `config` (a RunConfig) over the given (template, output folder) pairs;
     written to `config.output/estimate.json` and returned."""
     from harness.run.runner import (  # the run's own selection of items and few-shot banks
-        RunError,
+        InputError,
         _example_pools,
         _examples,
     )
@@ -42,8 +42,10 @@ def estimate(config, outputs: list[tuple[str, Path]]) -> dict[str, Any]:
     try:
         templates = [load_template(prompt) for prompt, _ in outputs]
         table = load_table(config.price_file)
-    except (TemplateError, PricingError) as exc:
-        raise RunError(str(exc)) from exc
+    except TemplateError as exc:
+        raise InputError(str(exc)) from exc
+    except PricingError as exc:  # as the run refuses it
+        raise InputError(f"--price-file: {exc}") from None
     price = find_price(config.model, table)
     detail = image_detail(config.model, config.image_detail)
     rule = price.image_rule if price else None

@@ -541,7 +541,10 @@ def _paced(config: RunConfig, adapter: Adapter, judge: Judge | None,
     it has its own server and limits)."""
     if not (config.max_rpm or config.max_tpm or config.max_cost is not None):
         return adapter, None
-    table = load_table(config.price_file)
+    try:
+        table = load_table(config.price_file)
+    except PricingError as exc:
+        raise InputError(f"--price-file: {exc}") from None
     price = find_price(config.model, table)
     judge_spec = config.judge if judge else None
     judge_price = find_price(judge_spec, table) if judge_spec else None
@@ -881,7 +884,7 @@ def _price(config: RunConfig, spec: str | None = None) -> dict[str, Any] | None:
     try:
         price = find_price(spec or config.model, load_table(config.price_file))
     except PricingError as exc:
-        raise RunError(f"--price-file: {exc}") from None
+        raise InputError(f"--price-file: {exc}") from None
     return price.describe() if price else None
 
 
